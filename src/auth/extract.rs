@@ -1,0 +1,201 @@
+//! Finds the bearer token of a request (RFC 6750 §2): the `Authorization`
+//! header or a configured cookie. Tokens in the URL are refused outright.
+
+use http::HeaderMap;
+use http::header;
+use percent_encoding::percent_decode_str;
+
+use super::failure::AuthFailure;
+use super::token::{BearerToken, MAX_TOKEN_BYTES};
+use crate::config::TokenSource;
+
+/// The token of a request, or why there is none usable.
+pub fn extract<'r>(
+    headers: &'r HeaderMap,
+    query: Option<&str>,
+    sources: &[TokenSource],
+) -> Result<BearerToken<'r>, AuthFailure> {
+    if query.is_some_and(has_access_token_param) {
+        return Err(AuthFailure::InvalidRequest(
+            "tokens in the URL query are not accepted; send an Authorization: Bearer header",
+        ));
+    }
+    for source in sources {
+        let found = match source {
+            TokenSource::Header => from_header(headers)?,
+            TokenSource::Cookie(name) => from_cookie(headers, name)?,
+        };
+        if let Some(token) = found {
+            return Ok(token);
+        }
+    }
+    Err(AuthFailure::MissingToken)
+}
+
+fn has_access_token_param(query: &str) -> bool {
+    query.split('&').any(|pair| {
+        let name = pair.split('=').next().unwrap_or("");
+        name == "access_token"
+            || (name.contains('%')
+                && percent_decode_str(name).decode_utf8_lossy() == "access_token")
+    })
+}
+
+fn from_header(headers: &HeaderMap) -> Result<Option<BearerToken<'_>>, AuthFailure> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(AuthFailure::InvalidRequest("several Authorization headers"));
+    }
+    let Ok(text) = value.to_str() else {
+        return Err(AuthFailure::InvalidRequest(
+            "Authorization header is not visible ASCII",
+        ));
+    };
+    let text = text.trim_matches([' ', '\t']);
+    let (scheme, rest) = text.split_once([' ', '\t']).unwrap_or((text, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        // Another scheme is not our credential: answer as if none was sent.
+        return Ok(None);
+    }
+    let token = rest.trim_matches([' ', '\t']);
+    if token.is_empty() {
+        return Err(AuthFailure::InvalidRequest(
+            "Authorization: Bearer without a token",
+        ));
+    }
+    check_token_chars(token)?;
+    Ok(Some(BearerToken(token)))
+}
+
+fn from_cookie<'h>(
+    headers: &'h HeaderMap,
+    name: &str,
+) -> Result<Option<BearerToken<'h>>, AuthFailure> {
+    let mut found = None;
+    for value in headers.get_all(header::COOKIE) {
+        let Ok(text) = value.to_str() else { continue };
+        for pair in text.split(';') {
+            let Some((k, v)) = pair.trim().split_once('=') else {
+                continue;
+            };
+            if k == name {
+                if found.is_some() {
+                    return Err(AuthFailure::InvalidRequest(
+                        "the token cookie is sent more than once",
+                    ));
+                }
+                found = Some(v.trim_matches('"'));
+            }
+        }
+    }
+    match found {
+        None | Some("") => Ok(None),
+        Some(token) => {
+            check_token_chars(token)?;
+            Ok(Some(BearerToken(token)))
+        }
+    }
+}
+
+/// RFC 6750 `b64token` characters only, and a size cap.
+fn check_token_chars(token: &str) -> Result<(), AuthFailure> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(AuthFailure::Malformed("token is larger than 16384 bytes"));
+    }
+    let ok = token.bytes().all(|b| {
+        b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b'=')
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(AuthFailure::InvalidRequest(
+            "the bearer token contains characters RFC 6750 does not allow",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    const HEADER: &[TokenSource] = &[TokenSource::Header];
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive_and_whitespace_tolerated() {
+        for v in [
+            "Bearer abc.def.ghi",
+            "bearer abc.def.ghi",
+            "BEARER   abc.def.ghi  ",
+        ] {
+            let h = headers(&[("authorization", v)]);
+            assert_eq!(extract(&h, None, HEADER).unwrap().0, "abc.def.ghi");
+        }
+    }
+
+    #[test]
+    fn other_schemes_count_as_no_credentials() {
+        let h = headers(&[("authorization", "Basic dXNlcjpwYXNz")]);
+        assert_eq!(
+            extract(&h, None, HEADER).unwrap_err(),
+            AuthFailure::MissingToken
+        );
+    }
+
+    #[test]
+    fn duplicates_query_tokens_and_junk_are_invalid_requests() {
+        let two = headers(&[("authorization", "Bearer a"), ("authorization", "Bearer b")]);
+        assert_eq!(
+            extract(&two, None, HEADER).unwrap_err().reason(),
+            "invalid_request"
+        );
+        let none = HeaderMap::new();
+        for q in [
+            "access_token=abc",
+            "x=1&access_token=",
+            "access%5Ftoken=abc",
+        ] {
+            assert_eq!(
+                extract(&none, Some(q), HEADER).unwrap_err().reason(),
+                "invalid_request",
+                "{q}"
+            );
+        }
+        for v in ["Bearer", "Bearer a b", "Bearer a,b"] {
+            let h = headers(&[("authorization", v)]);
+            assert_eq!(
+                extract(&h, None, HEADER).unwrap_err().reason(),
+                "invalid_request",
+                "{v}"
+            );
+        }
+        let big = format!("Bearer {}", "a".repeat(MAX_TOKEN_BYTES + 1));
+        let h = headers(&[("authorization", &big)]);
+        assert_eq!(extract(&h, None, HEADER).unwrap_err().reason(), "malformed");
+    }
+
+    #[test]
+    fn cookies_are_read_only_when_configured() {
+        let h = headers(&[("cookie", "a=1; session=tok.en.x")]);
+        assert_eq!(
+            extract(&h, None, HEADER).unwrap_err(),
+            AuthFailure::MissingToken
+        );
+        let cookie = [TokenSource::Cookie("session".into())];
+        assert_eq!(extract(&h, None, &cookie).unwrap().0, "tok.en.x");
+    }
+}

@@ -1,0 +1,256 @@
+//! `AuthFailure`: one variant per contract reason (CONTRACT §5), each with
+//! its status, `WWW-Authenticate` challenge and a description a client
+//! developer can act on. Nothing here ever includes token bytes.
+
+use std::time::Duration;
+
+use http::header::{self, HeaderValue};
+use http::{Response, StatusCode};
+
+use crate::proxy::Body;
+
+/// Why a request on a protected route was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthFailure {
+    /// No credentials (or another scheme than Bearer).
+    #[error("missing_token")]
+    MissingToken,
+    /// Several Authorization headers, a token in the query, a broken header.
+    #[error("invalid_request: {0}")]
+    InvalidRequest(&'static str),
+    /// Not a well-formed JWS compact token (or not a JWT we can check).
+    #[error("malformed: {0}")]
+    Malformed(&'static str),
+    /// The signature does not verify with the key.
+    #[error("bad_signature")]
+    BadSignature,
+    /// No key with the token's kid (after at most one refresh).
+    #[error("unknown_kid")]
+    UnknownKid,
+    /// `alg` outside the issuer's list, or not fitting the key.
+    #[error("algorithm_not_allowed")]
+    AlgorithmNotAllowed,
+    /// `exp` passed (beyond leeway).
+    #[error("expired")]
+    Expired,
+    /// `nbf` in the future, or `iat` in the future (beyond leeway).
+    #[error("not_yet_valid: {0}")]
+    NotYetValid(&'static str),
+    /// `iss` is not one of the route's issuers.
+    #[error("wrong_issuer")]
+    WrongIssuer,
+    /// `aud` holds none of the accepted audiences.
+    #[error("wrong_audience")]
+    WrongAudience,
+    /// `typ` differs from the issuer's `token_type`.
+    #[error("wrong_type")]
+    WrongType,
+    /// `exp - iat` beyond `max_lifetime`.
+    #[error("lifetime_too_long")]
+    LifetimeTooLong,
+    /// On the deny list.
+    #[error("revoked")]
+    Revoked,
+    /// Introspection said `active: false`.
+    #[error("inactive")]
+    Inactive,
+    /// A required scope is missing; `scope` lists what the route needs.
+    #[error("insufficient_scope")]
+    InsufficientScope {
+        /// Space-separated scopes to request.
+        scope: String,
+    },
+    /// A claim constraint failed (tenant, client, a required claim value).
+    #[error("claim_mismatch: {0}")]
+    ClaimMismatch(&'static str),
+    /// Keys for the issuer could not be obtained and none are cached.
+    #[error("keys_unavailable")]
+    KeysUnavailable {
+        /// Suggested wait before retrying.
+        retry_after: Duration,
+    },
+}
+
+impl AuthFailure {
+    /// The metric label (CONTRACT §5 `reason`).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AuthFailure::MissingToken => "missing_token",
+            AuthFailure::InvalidRequest(_) => "invalid_request",
+            AuthFailure::Malformed(_) => "malformed",
+            AuthFailure::BadSignature => "bad_signature",
+            AuthFailure::UnknownKid => "unknown_kid",
+            AuthFailure::AlgorithmNotAllowed => "algorithm_not_allowed",
+            AuthFailure::Expired => "expired",
+            AuthFailure::NotYetValid(_) => "not_yet_valid",
+            AuthFailure::WrongIssuer => "wrong_issuer",
+            AuthFailure::WrongAudience => "wrong_audience",
+            AuthFailure::WrongType => "wrong_type",
+            AuthFailure::LifetimeTooLong => "lifetime_too_long",
+            AuthFailure::Revoked => "revoked",
+            AuthFailure::Inactive => "inactive",
+            AuthFailure::InsufficientScope { .. } => "insufficient_scope",
+            AuthFailure::ClaimMismatch(_) => "claim_mismatch",
+            AuthFailure::KeysUnavailable { .. } => "keys_unavailable",
+        }
+    }
+
+    /// The HTTP status (CONTRACT §3).
+    pub fn status(&self) -> StatusCode {
+        match self {
+            AuthFailure::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            AuthFailure::InsufficientScope { .. } | AuthFailure::ClaimMismatch(_) => {
+                StatusCode::FORBIDDEN
+            }
+            AuthFailure::KeysUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            AuthFailure::MissingToken
+            | AuthFailure::Malformed(_)
+            | AuthFailure::BadSignature
+            | AuthFailure::UnknownKid
+            | AuthFailure::AlgorithmNotAllowed
+            | AuthFailure::Expired
+            | AuthFailure::NotYetValid(_)
+            | AuthFailure::WrongIssuer
+            | AuthFailure::WrongAudience
+            | AuthFailure::WrongType
+            | AuthFailure::LifetimeTooLong
+            | AuthFailure::Revoked
+            | AuthFailure::Inactive => StatusCode::UNAUTHORIZED,
+        }
+    }
+
+    /// The RFC 6750 `error` code, if the challenge carries one.
+    fn error_code(&self) -> Option<&'static str> {
+        match self {
+            AuthFailure::MissingToken | AuthFailure::KeysUnavailable { .. } => None,
+            AuthFailure::InvalidRequest(_) => Some("invalid_request"),
+            AuthFailure::InsufficientScope { .. } | AuthFailure::ClaimMismatch(_) => {
+                Some("insufficient_scope")
+            }
+            AuthFailure::Malformed(_)
+            | AuthFailure::BadSignature
+            | AuthFailure::UnknownKid
+            | AuthFailure::AlgorithmNotAllowed
+            | AuthFailure::Expired
+            | AuthFailure::NotYetValid(_)
+            | AuthFailure::WrongIssuer
+            | AuthFailure::WrongAudience
+            | AuthFailure::WrongType
+            | AuthFailure::LifetimeTooLong
+            | AuthFailure::Revoked
+            | AuthFailure::Inactive => Some("invalid_token"),
+        }
+    }
+
+    /// What failed, in words a client developer can act on.
+    pub fn description(&self) -> &str {
+        match self {
+            AuthFailure::MissingToken => "a bearer token is required",
+            AuthFailure::InvalidRequest(what) => what,
+            AuthFailure::Malformed(what) => what,
+            AuthFailure::BadSignature => "token signature is invalid",
+            AuthFailure::UnknownKid => "token signing key is not known to the issuer",
+            AuthFailure::AlgorithmNotAllowed => "token algorithm is not allowed for this issuer",
+            AuthFailure::Expired => "token expired",
+            AuthFailure::NotYetValid(what) => what,
+            AuthFailure::WrongIssuer => "token issuer is not accepted on this route",
+            AuthFailure::WrongAudience => "token audience is not accepted on this route",
+            AuthFailure::WrongType => "token type (typ header) is not accepted",
+            AuthFailure::LifetimeTooLong => "token lifetime exceeds the issuer's maximum",
+            AuthFailure::Revoked => "token has been revoked",
+            AuthFailure::Inactive => "token is not active",
+            AuthFailure::InsufficientScope { .. } => "token lacks a required scope",
+            AuthFailure::ClaimMismatch(what) => what,
+            AuthFailure::KeysUnavailable { .. } => "the issuer's signing keys are unavailable",
+        }
+    }
+
+    /// The `WWW-Authenticate` value, if the answer carries one.
+    pub fn www_authenticate(&self) -> Option<String> {
+        if let AuthFailure::KeysUnavailable { .. } = self {
+            return None;
+        }
+        let mut v = String::from(r#"Bearer realm="authgate""#);
+        if let Some(code) = self.error_code() {
+            v.push_str(r#", error=""#);
+            v.push_str(code);
+            v.push('"');
+            if !matches!(self, AuthFailure::MissingToken) {
+                v.push_str(r#", error_description=""#);
+                v.push_str(self.description());
+                v.push('"');
+            }
+        }
+        if let AuthFailure::InsufficientScope { scope } = self {
+            v.push_str(r#", scope=""#);
+            v.push_str(scope);
+            v.push('"');
+        }
+        Some(v)
+    }
+
+    /// The whole answer: status, challenge, small JSON body.
+    pub fn into_response(self) -> Response<Body> {
+        let body = match self.error_code() {
+            Some(code) => {
+                serde_json::json!({"error": code, "error_description": self.description()})
+            }
+            None if matches!(self, AuthFailure::KeysUnavailable { .. }) => {
+                serde_json::json!({"error": "temporarily_unavailable", "error_description": self.description()})
+            }
+            None => {
+                serde_json::json!({"error": "unauthorized", "error_description": self.description()})
+            }
+        };
+        let mut response = crate::gateway::json_response(self.status(), body.to_string());
+        if let Some(v) = self
+            .www_authenticate()
+            .and_then(|v| HeaderValue::try_from(v).ok())
+        {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+        }
+        if let AuthFailure::KeysUnavailable { retry_after } = self {
+            let secs = retry_after.as_secs().max(1);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenges_follow_rfc_6750() {
+        assert_eq!(
+            AuthFailure::MissingToken.www_authenticate().unwrap(),
+            r#"Bearer realm="authgate""#
+        );
+        assert_eq!(
+            AuthFailure::Expired.www_authenticate().unwrap(),
+            r#"Bearer realm="authgate", error="invalid_token", error_description="token expired""#
+        );
+        assert_eq!(
+            AuthFailure::InsufficientScope {
+                scope: "orders:read orders:write".into()
+            }
+            .www_authenticate()
+            .unwrap(),
+            r#"Bearer realm="authgate", error="insufficient_scope", error_description="token lacks a required scope", scope="orders:read orders:write""#
+        );
+        assert_eq!(
+            AuthFailure::InvalidRequest("several Authorization headers").status(),
+            StatusCode::BAD_REQUEST
+        );
+        assert!(
+            AuthFailure::KeysUnavailable {
+                retry_after: Duration::from_secs(5)
+            }
+            .www_authenticate()
+            .is_none()
+        );
+    }
+}

@@ -1,0 +1,354 @@
+//! Strict parsing of a JWS compact token (RFC 7515 §7.1, RFC 8725): three
+//! unpadded base64url segments, a header and a payload that are JSON objects
+//! without duplicate members. Parsing trusts nothing and verifies nothing;
+//! `verify.rs` decides.
+
+use std::fmt;
+use std::str::FromStr;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::Algorithm;
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde_json::{Map, Value};
+
+use super::failure::AuthFailure;
+
+/// Largest token accepted (bytes).
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+
+/// A bearer token as received. `Debug` prints only its fingerprint.
+#[derive(Clone, Copy)]
+pub struct BearerToken<'a>(pub &'a str);
+
+impl BearerToken<'_> {
+    /// SHA-256 of the token bytes: the verified-cache key and the log fingerprint.
+    pub fn digest(&self) -> [u8; 32] {
+        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, self.0.as_bytes());
+        let mut out = [0u8; 32];
+        out.copy_from_slice(d.as_ref());
+        out
+    }
+}
+
+impl fmt::Debug for BearerToken<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BearerToken(fp={})", fingerprint(&self.digest()))
+    }
+}
+
+/// `token_fp`: the first 12 hex digits of the token's SHA-256.
+pub fn fingerprint(digest: &[u8; 32]) -> String {
+    let mut s = String::with_capacity(12);
+    for b in &digest[..6] {
+        s.push(char::from(b"0123456789abcdef"[(b >> 4) as usize]));
+        s.push(char::from(b"0123456789abcdef"[(b & 15) as usize]));
+    }
+    s
+}
+
+/// The JOSE header fields authgate reads. Key-locating headers (`jku`,
+/// `x5u`, `jwk`, `x5c`) are deliberately not kept: they are never used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoseHeader {
+    /// `alg`; `None` when the value names no algorithm we know (incl. `none`).
+    pub alg: Option<Algorithm>,
+    /// `kid`.
+    pub kid: Option<String>,
+    /// `typ`, as sent.
+    pub typ: Option<String>,
+}
+
+/// A token split and decoded, not yet verified.
+#[derive(Debug)]
+pub struct Jws<'t> {
+    /// Decoded header.
+    pub header: JoseHeader,
+    /// Decoded payload claims.
+    pub claims: Map<String, Value>,
+    /// `BASE64URL(header) . BASE64URL(payload)`, the signed bytes.
+    pub signing_input: &'t str,
+    /// The signature segment, still base64url.
+    pub signature_b64: &'t str,
+    /// The decoded signature length.
+    pub signature_len: usize,
+}
+
+/// Parses `token` strictly; see the module doc.
+pub fn parse(token: &str) -> Result<Jws<'_>, AuthFailure> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(AuthFailure::Malformed("token is larger than 16384 bytes"));
+    }
+    let mut parts = token.split('.');
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(AuthFailure::Malformed(
+            "token is not a JWS in compact form (three dot-separated parts)",
+        ));
+    };
+    let header_bytes = decode(h)?;
+    let payload = decode(p)?;
+    let signature = decode(s)?;
+    let header = parse_header(&header_bytes)?;
+    let claims = serde_json::from_slice::<UniqueObject>(&payload)
+        .map_err(|_| {
+            AuthFailure::Malformed("token payload is not a JSON object without duplicate members")
+        })?
+        .0;
+    for claim in ["exp", "nbf", "iat"] {
+        if claims.get(claim).is_some_and(|v| !v.is_number()) {
+            return Err(AuthFailure::Malformed(
+                "exp, nbf and iat must be JSON numbers",
+            ));
+        }
+    }
+    Ok(Jws {
+        header,
+        claims,
+        signing_input: &token[..h.len() + 1 + p.len()],
+        signature_b64: s,
+        signature_len: signature.len(),
+    })
+}
+
+fn decode(segment: &str) -> Result<Vec<u8>, AuthFailure> {
+    URL_SAFE_NO_PAD
+        .decode(segment)
+        .map_err(|_| AuthFailure::Malformed("token segments must be unpadded base64url"))
+}
+
+fn parse_header(bytes: &[u8]) -> Result<JoseHeader, AuthFailure> {
+    let map = serde_json::from_slice::<UniqueObject>(bytes)
+        .map_err(|_| {
+            AuthFailure::Malformed("token header is not a JSON object without duplicate members")
+        })?
+        .0;
+    if map.contains_key("crit") {
+        return Err(AuthFailure::Malformed(
+            "token header crit extensions are not supported",
+        ));
+    }
+    if map.contains_key("b64") {
+        return Err(AuthFailure::Malformed(
+            "unencoded payloads (b64) are not supported",
+        ));
+    }
+    if map.contains_key("enc") || map.contains_key("zip") {
+        return Err(AuthFailure::Malformed(
+            "encrypted or compressed tokens are not supported",
+        ));
+    }
+    let text = |name: &str| -> Result<Option<String>, AuthFailure> {
+        match map.get(name) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(AuthFailure::Malformed(
+                "token header members alg, kid and typ must be strings",
+            )),
+        }
+    };
+    let alg = text("alg")?.ok_or(AuthFailure::Malformed("token header has no alg"))?;
+    Ok(JoseHeader {
+        // `none` in any casing, and anything else unknown, parses to None.
+        alg: Algorithm::from_str(&alg).ok(),
+        kid: text("kid")?,
+        typ: text("typ")?,
+    })
+}
+
+/// A JSON object whose top-level members are unique (RFC 7515 §4, RFC 8725 §3.x).
+struct UniqueObject(Map<String, Value>);
+
+impl<'de> Deserialize<'de> for UniqueObject {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = UniqueObject;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<UniqueObject, A::Error> {
+                let mut map = Map::new();
+                while let Some(key) = access.next_key::<String>()? {
+                    if map.contains_key(&key) {
+                        let _: IgnoredAny = access.next_value()?;
+                        return Err(serde::de::Error::custom("duplicate member"));
+                    }
+                    let value: Value = access.next_value()?;
+                    map.insert(key, value);
+                }
+                Ok(UniqueObject(map))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// Reads a claim by name, or by dotted path into nested objects when no
+/// top-level claim has that exact name.
+pub fn claim<'m>(claims: &'m Map<String, Value>, path: &str) -> Option<&'m Value> {
+    if let Some(v) = claims.get(path) {
+        return Some(v);
+    }
+    let mut parts = path.split('.');
+    let mut value = claims.get(parts.next()?)?;
+    for part in parts {
+        value = value.as_object()?.get(part)?;
+    }
+    Some(value)
+}
+
+/// A time claim as seconds since the epoch (fractions allowed).
+pub fn time_claim(claims: &Map<String, Value>, name: &str) -> Option<f64> {
+    claims.get(name).and_then(Value::as_f64)
+}
+
+/// `authgate token inspect`: header and claims as pretty JSON, marked
+/// NOT VERIFIED; the signature is described by length only.
+pub fn inspect(input: &str) -> Result<String, &'static str> {
+    let text = input.trim();
+    let text = match text.split_once(' ') {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
+        _ => text,
+    };
+    let mut parts = text.split('.');
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err("not a JWS compact token (three dot-separated parts)");
+    };
+    let json = |segment: &str| -> Result<Value, &'static str> {
+        let bytes = URL_SAFE_NO_PAD
+            .decode(segment)
+            .map_err(|_| "a segment is not unpadded base64url")?;
+        serde_json::from_slice(&bytes).map_err(|_| "a segment is not JSON")
+    };
+    let header = json(h)?;
+    let claims = json(p)?;
+    let signature_bytes = URL_SAFE_NO_PAD.decode(s).map(|b| b.len()).unwrap_or(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let mut times = Map::new();
+    for name in ["exp", "nbf", "iat"] {
+        if let Some(t) = claims.get(name).and_then(Value::as_f64) {
+            let delta = t as i64 - now;
+            let words = if delta >= 0 {
+                format!("in {delta} s")
+            } else {
+                format!("{} s ago", -delta)
+            };
+            times.insert(name.to_owned(), Value::String(words));
+        }
+    }
+    let out = serde_json::json!({
+        "warning": "NOT VERIFIED: decoded only; signature, issuer, audience and expiry were not checked",
+        "header": header,
+        "claims": claims,
+        "times": times,
+        "signature": format!("{signature_bytes} bytes, not shown"),
+    });
+    serde_json::to_string_pretty(&out).map_err(|_| "cannot print")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b64(s: &str) -> String {
+        URL_SAFE_NO_PAD.encode(s)
+    }
+
+    fn token(header: &str, payload: &str) -> String {
+        format!("{}.{}.{}", b64(header), b64(payload), b64("sig"))
+    }
+
+    #[test]
+    fn a_well_formed_token_parses() {
+        let t = token(
+            r#"{"alg":"ES256","kid":"k1","typ":"at+jwt"}"#,
+            r#"{"iss":"x","exp":1.5}"#,
+        );
+        let jws = parse(&t).unwrap();
+        assert_eq!(jws.header.alg, Some(Algorithm::ES256));
+        assert_eq!(jws.header.kid.as_deref(), Some("k1"));
+        assert_eq!(time_claim(&jws.claims, "exp"), Some(1.5));
+        assert_eq!(jws.signature_len, 3);
+    }
+
+    #[test]
+    fn none_in_any_casing_names_no_algorithm() {
+        for alg in ["none", "None", "NONE", "nOnE"] {
+            let t = token(&format!(r#"{{"alg":"{alg}"}}"#), "{}");
+            assert_eq!(parse(&t).unwrap().header.alg, None, "{alg}");
+        }
+    }
+
+    #[test]
+    fn duplicate_members_crit_b64_and_bad_types_are_malformed() {
+        let cases = [
+            token(r#"{"alg":"ES256","alg":"HS256"}"#, "{}"),
+            token(r#"{"alg":"ES256"}"#, r#"{"sub":"a","sub":"b"}"#),
+            token(r#"{"alg":"ES256","crit":["exp"],"exp":1}"#, "{}"),
+            token(r#"{"alg":"ES256","crit":[]}"#, "{}"),
+            token(r#"{"alg":"ES256","b64":false}"#, "{}"),
+            token(r#"{"alg":"ES256"}"#, r#"{"exp":"1700000000"}"#),
+            token(r#"{"alg":"ES256"}"#, r#"{"nbf":null}"#),
+            token(r#"{"alg":"ES256"}"#, r#"[1]"#),
+            token(r#"{"alg":1}"#, "{}"),
+            token(r#"{"kid":"x"}"#, "{}"),
+        ];
+        for t in cases {
+            assert!(matches!(parse(&t), Err(AuthFailure::Malformed(_))), "{t}");
+        }
+    }
+
+    #[test]
+    fn padding_standard_alphabet_and_wrong_part_counts_are_malformed() {
+        let good = token(r#"{"alg":"ES256"}"#, "{}");
+        let padded = format!("{good}=");
+        let plus = good.replacen('e', "+", 1);
+        for t in [
+            padded,
+            plus,
+            "a.b".into(),
+            format!("{good}.x"),
+            String::new(),
+        ] {
+            assert!(matches!(parse(&t), Err(AuthFailure::Malformed(_))), "{t}");
+        }
+    }
+
+    #[test]
+    fn claims_are_found_by_name_then_by_dotted_path() {
+        let m: Map<String, Value> =
+            serde_json::from_str(r#"{"a.b":1,"org":{"tenant":"acme"}}"#).unwrap();
+        assert_eq!(claim(&m, "a.b"), Some(&Value::from(1)));
+        assert_eq!(claim(&m, "org.tenant"), Some(&Value::from("acme")));
+        assert_eq!(claim(&m, "org.missing"), None);
+    }
+
+    #[test]
+    fn inspect_shows_header_and_claims_but_never_the_signature() {
+        let t = format!(
+            "{}.{}.{}",
+            b64(r#"{"alg":"ES256"}"#),
+            b64(r#"{"sub":"alice","exp":1}"#),
+            b64("SIGNATUREBYTES")
+        );
+        let out = inspect(&format!("Bearer {t}\n")).unwrap();
+        assert!(out.contains("NOT VERIFIED"));
+        assert!(out.contains("\"alice\""));
+        assert!(!out.contains(&b64("SIGNATUREBYTES")));
+        assert!(out.contains("14 bytes, not shown"));
+    }
+
+    #[test]
+    fn debug_prints_only_the_fingerprint() {
+        let t = BearerToken("secret.token.value");
+        let shown = format!("{t:?}");
+        assert!(!shown.contains("secret"));
+        assert_eq!(shown.len(), "BearerToken(fp=)".len() + 12);
+    }
+}

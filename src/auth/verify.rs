@@ -1,0 +1,127 @@
+//! Verifies a JWT against one of a route's issuers, cheapest checks first:
+//! shape, issuer, algorithm, type, time claims, key, then the signature
+//! (jsonwebtoken on aws-lc-rs), then the claims that need trusting.
+//! Route policy (audience, scopes, claims) is `policy.rs`.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use super::failure::AuthFailure;
+use super::token::{self, BearerToken};
+use crate::config::normalise_typ;
+use crate::jwks::KeyCache;
+
+/// Claims that passed every issuer-level check.
+#[derive(Debug)]
+pub struct Verified {
+    /// Name of the issuer that vouched for the token.
+    pub issuer: Arc<str>,
+    /// `kid` used, rechecked on cache hits so a removed key stops its tokens.
+    pub kid: Option<String>,
+    /// All claims.
+    pub claims: Map<String, Value>,
+    /// `exp`, seconds since the epoch.
+    pub exp: f64,
+}
+
+/// Seconds since the Unix epoch.
+pub fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Verifies `token` against the issuer its `iss` names among `issuers`.
+pub async fn verify(
+    token: BearerToken<'_>,
+    issuers: &[Arc<KeyCache>],
+    now: f64,
+) -> Result<Verified, AuthFailure> {
+    let jws = token::parse(token.0)?;
+    let iss = jws.claims.get("iss").and_then(Value::as_str);
+    let keys = issuers
+        .iter()
+        .find(|k| Some(k.issuer().issuer.as_str()) == iss)
+        .ok_or(AuthFailure::WrongIssuer)?;
+    let issuer = keys.issuer();
+    let alg = jws
+        .header
+        .alg
+        .filter(|a| issuer.algorithms.contains(a))
+        .ok_or(AuthFailure::AlgorithmNotAllowed)?;
+    if let Some(required) = &issuer.token_type {
+        let typ = jws.header.typ.as_deref().map(normalise_typ);
+        if typ.as_deref() != Some(required.as_str()) {
+            return Err(AuthFailure::WrongType);
+        }
+    }
+    let exp = check_times(&jws.claims, issuer, now)?;
+    let key = keys.key_for(jws.header.kid.as_deref(), alg).await?;
+    if !key.fits(alg) {
+        return Err(AuthFailure::AlgorithmNotAllowed);
+    }
+    // Off-length signatures (DER-encoded ECDSA, truncated RSA) never reach the crypto.
+    if jws.signature_len != key.signature_len(alg) {
+        return Err(AuthFailure::BadSignature);
+    }
+    let valid = jsonwebtoken::crypto::verify(
+        jws.signature_b64,
+        jws.signing_input.as_bytes(),
+        &key.key,
+        alg,
+    )
+    .unwrap_or(false);
+    if !valid {
+        return Err(AuthFailure::BadSignature);
+    }
+    for claim in &issuer.required_claims {
+        if jws.claims.get(claim).is_none_or(Value::is_null) {
+            return Err(AuthFailure::Malformed(
+                "token lacks a claim the issuer requires",
+            ));
+        }
+    }
+    Ok(Verified {
+        issuer: issuer.name.as_str().into(),
+        kid: jws.header.kid,
+        claims: jws.claims,
+        exp,
+    })
+}
+
+/// exp (required), nbf, iat with leeway; `max_lifetime`. Returns `exp`.
+fn check_times(
+    claims: &Map<String, Value>,
+    issuer: &crate::config::IssuerConfig,
+    now: f64,
+) -> Result<f64, AuthFailure> {
+    let leeway = issuer.leeway.as_secs_f64();
+    let exp =
+        token::time_claim(claims, "exp").ok_or(AuthFailure::Malformed("token has no exp claim"))?;
+    if now > exp + leeway {
+        return Err(AuthFailure::Expired);
+    }
+    if let Some(nbf) = token::time_claim(claims, "nbf") {
+        if nbf > now + leeway {
+            return Err(AuthFailure::NotYetValid("token is not valid yet (nbf)"));
+        }
+    }
+    let iat = token::time_claim(claims, "iat");
+    if let Some(iat) = iat {
+        if iat > now + leeway {
+            return Err(AuthFailure::NotYetValid(
+                "token was issued in the future (iat)",
+            ));
+        }
+    }
+    if let Some(max) = issuer.max_lifetime {
+        let iat = iat.ok_or(AuthFailure::Malformed(
+            "token has no iat claim, which this issuer's max_lifetime needs",
+        ))?;
+        if exp - iat > max.as_secs_f64() {
+            return Err(AuthFailure::LifetimeTooLong);
+        }
+    }
+    Ok(exp)
+}

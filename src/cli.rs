@@ -1,0 +1,235 @@
+//! The command line (CONTRACT §1): `run` (default), `check`, `demo`,
+//! `token inspect`.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config;
+use crate::gateway::Gateway;
+use crate::server::Running;
+use crate::server::shutdown::{Signal, Signals};
+use crate::telemetry::logging::{self, LogFormat};
+use crate::telemetry::metrics::ResultLabel;
+
+/// authgate: a TLS-terminating reverse proxy that authenticates every request.
+#[derive(Debug, Parser)]
+#[command(name = "authgate", version, about)]
+pub struct Cli {
+    /// Config file.
+    #[arg(
+        long,
+        global = true,
+        env = "AUTHGATE_CONFIG",
+        default_value = "gateway.yaml"
+    )]
+    pub config: PathBuf,
+    /// Log format: json lines (default) or pretty.
+    #[arg(long, global = true, value_enum, default_value = "json")]
+    pub log_format: LogFormat,
+    /// Log filter, RUST_LOG syntax (e.g. `info`, `authgate=debug`).
+    #[arg(long, global = true, env = "AUTHGATE_LOG", default_value = "info")]
+    pub log_level: String,
+    /// What to do (default: run).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway.
+    Run,
+    /// Validate the config file; exit 0 when valid, 2 listing every problem.
+    Check {
+        /// Treat security lint warnings as errors.
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Start a demo issuer, an echo upstream and a gateway on loopback.
+    Demo(DemoArgs),
+    /// Token helpers.
+    Token {
+        /// Token action.
+        #[command(subcommand)]
+        action: TokenCommand,
+    },
+}
+
+/// `authgate demo` options.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Use ephemeral ports instead of 8080/9901/8180/8181.
+    #[arg(long)]
+    pub ephemeral_ports: bool,
+}
+
+/// `authgate token …`
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print a token's header and claims from stdin, NOT VERIFIED, never its signature.
+    Inspect,
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Check { strict } => check(&cli.config, strict),
+        Command::Token {
+            action: TokenCommand::Inspect,
+        } => inspect(),
+        Command::Run => {
+            logging::init(cli.log_format, &cli.log_level);
+            runtime().block_on(run_gateway(&cli.config))
+        }
+        Command::Demo(args) => {
+            logging::init(cli.log_format, &cli.log_level);
+            runtime().block_on(crate::demo::run(args.ephemeral_ports))
+        }
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("authgate: cannot start the async runtime: {e}");
+            std::process::exit(1)
+        }
+    }
+}
+
+fn check(path: &Path, strict: bool) -> ExitCode {
+    match config::load(path) {
+        Ok(loaded) => {
+            for w in &loaded.warnings {
+                let level = if strict { "error" } else { "warning" };
+                eprintln!("{level}: {w}");
+            }
+            if strict && !loaded.warnings.is_empty() {
+                return ExitCode::from(2);
+            }
+            println!(
+                "{}: valid ({} issuers, {} routes)",
+                path.display(),
+                loaded.config.issuers.len(),
+                loaded.config.routes.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            for p in &problems {
+                eprintln!("{p}");
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run_gateway(path: &Path) -> ExitCode {
+    let loaded = match config::load(path) {
+        Ok(l) => l,
+        Err(problems) => {
+            for p in &problems {
+                tracing::error!(problem = %p, "invalid configuration");
+                eprintln!("{p}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    for w in &loaded.warnings {
+        tracing::warn!(lint = %w, "configuration lint");
+    }
+    let mut signals = match Signals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot install signal handlers");
+            return ExitCode::FAILURE;
+        }
+    };
+    let running = match Running::start(loaded.config).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            eprintln!("authgate: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    loop {
+        match signals.next().await {
+            Signal::Terminate => break,
+            Signal::Reload => reload(&running.gateway, path).await,
+        }
+    }
+    tracing::info!("terminating");
+    running.shutdown().await;
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}
+
+/// Reloads `path` into `gateway`; a bad file leaves the running config serving.
+pub async fn reload(gateway: &Arc<Gateway>, path: &Path) {
+    let owned = path.to_owned();
+    let loaded = tokio::task::spawn_blocking(move || config::load(&owned)).await;
+    let result = match loaded {
+        Ok(Ok(loaded)) => {
+            let old = gateway.runtime();
+            if old.config.server.listen != loaded.config.server.listen
+                || old.config.admin.listen != loaded.config.admin.listen
+            {
+                tracing::warn!("listen addresses change only on restart");
+            }
+            gateway.reload(loaded.config).map_err(|p| vec![p])
+        }
+        Ok(Err(problems)) => Err(problems),
+        Err(_) => Err(vec![]),
+    };
+    let label = match result {
+        Ok(()) => {
+            tracing::info!(config = %path.display(), "configuration reloaded");
+            "success"
+        }
+        Err(problems) => {
+            for p in &problems {
+                tracing::error!(problem = %p, "reload refused; the running configuration stays");
+            }
+            "error"
+        }
+    };
+    gateway
+        .metrics
+        .config_reloads
+        .get_or_create(&ResultLabel { result: label })
+        .inc();
+}
+
+fn inspect() -> ExitCode {
+    let mut input = String::new();
+    if std::io::stdin()
+        .take(1 << 20)
+        .read_to_string(&mut input)
+        .is_err()
+    {
+        eprintln!("authgate: stdin is not text");
+        return ExitCode::from(2);
+    }
+    match crate::auth::token::inspect(&input) {
+        Ok(json) => {
+            eprintln!(
+                "NOT VERIFIED: decoded without checking the signature, issuer, audience or expiry"
+            );
+            println!("{json}");
+            ExitCode::SUCCESS
+        }
+        Err(why) => {
+            eprintln!("authgate: {why}");
+            ExitCode::from(2)
+        }
+    }
+}

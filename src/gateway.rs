@@ -1,0 +1,302 @@
+//! The request path, top to bottom: normalise the path, find the route,
+//! authenticate, rewrite headers, forward. Each request works on the
+//! [`Runtime`] snapshot current when it started; reload swaps the snapshot.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{HeaderMap, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+
+use crate::auth::{Authenticator, Identity, identity};
+use crate::config::{Config, ConfigProblem, RouteAuth};
+use crate::jwks::KeyCache;
+use crate::proxy::headers::{self as rewrite, ClientInfo};
+use crate::proxy::{Body, Forwarder, forward};
+use crate::routing::{self, RouteTable, Target};
+use crate::telemetry::access_log::AccessLog;
+use crate::telemetry::metrics::{Metrics, Name, RouteReason};
+
+/// Everything built from one config file.
+#[derive(Debug)]
+pub struct Runtime {
+    /// The config (routes moved into `routes`).
+    pub config: Config,
+    /// Compiled routes.
+    pub routes: RouteTable,
+    /// Authentication for protected routes.
+    pub auth: Authenticator,
+    /// Upstream clients.
+    pub forwarder: Forwarder,
+    /// Key caches by issuer name; kept across reloads when the issuer is unchanged.
+    pub keys: HashMap<String, Arc<KeyCache>>,
+}
+
+impl Runtime {
+    /// Builds a runtime, reusing `previous` key caches whose issuer config is unchanged.
+    pub fn build(
+        mut config: Config,
+        previous: Option<&Runtime>,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Self, ConfigProblem> {
+        let mut keys = HashMap::new();
+        for issuer in &config.issuers {
+            let reused = previous
+                .and_then(|p| p.keys.get(&issuer.name))
+                .filter(|k| **k.issuer() == **issuer)
+                .cloned();
+            let cache = match reused {
+                Some(c) => c,
+                None => Arc::new(KeyCache::new(issuer.clone(), metrics.clone())?),
+            };
+            keys.insert(issuer.name.clone(), cache);
+        }
+        let routes = std::mem::take(&mut config.routes);
+        let forwarder = Forwarder::new(&routes)?;
+        let auth = Authenticator::new(&routes, &keys, metrics.clone());
+        Ok(Self {
+            config,
+            routes: RouteTable::new(routes),
+            auth,
+            forwarder,
+            keys,
+        })
+    }
+
+    /// A TLS acceptor for the current certificate, if TLS is configured.
+    pub fn tls_acceptor(&self) -> Option<tokio_rustls::TlsAcceptor> {
+        self.config
+            .tls_server
+            .clone()
+            .map(tokio_rustls::TlsAcceptor::from)
+    }
+
+    /// Issuers whose keys have not loaded yet, with the last error.
+    pub fn not_ready(&self) -> Vec<(String, Option<String>)> {
+        let mut out: Vec<_> = self
+            .keys
+            .iter()
+            .filter(|(_, k)| !k.ready())
+            .map(|(name, k)| (name.clone(), k.last_error()))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Starts loading keys of every issuer not loaded yet (in the background).
+    pub fn start_key_loading(&self) {
+        for cache in self.keys.values() {
+            if !cache.ready() {
+                let cache = cache.clone();
+                tokio::spawn(async move { cache.start().await });
+            }
+        }
+    }
+}
+
+/// The long-lived gateway: the current runtime and the process-wide metrics.
+#[derive(Debug)]
+pub struct Gateway {
+    runtime: RwLock<Arc<Runtime>>,
+    /// Process-wide metrics.
+    pub metrics: Arc<Metrics>,
+    draining: AtomicBool,
+}
+
+impl Gateway {
+    /// A gateway serving `runtime`.
+    pub fn new(runtime: Runtime, metrics: Arc<Metrics>) -> Self {
+        Self {
+            runtime: RwLock::new(Arc::new(runtime)),
+            metrics,
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    /// The current snapshot.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.runtime
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Swaps in a new config; in-flight requests keep the old snapshot.
+    pub fn reload(&self, config: Config) -> Result<(), ConfigProblem> {
+        let current = self.runtime();
+        let next = Runtime::build(config, Some(&current), &self.metrics)?;
+        next.start_key_loading();
+        *self.runtime.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
+        Ok(())
+    }
+
+    /// Marks the gateway as shutting down (`/readyz` turns 503).
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// True after [`Gateway::start_draining`].
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Answers one request and writes its access-log line.
+    pub async fn handle(&self, req: Request<Incoming>, client: ClientInfo) -> Response<Body> {
+        let started = Instant::now();
+        let runtime = self.runtime();
+        let mut log = AccessLog::start(req.method(), req.uri());
+        let response = serve(&runtime, &self.metrics, req, client, &mut log).await;
+        log.finish(response.status(), started, &self.metrics);
+        response
+    }
+}
+
+async fn serve(
+    rt: &Runtime,
+    metrics: &Metrics,
+    req: Request<Incoming>,
+    client: ClientInfo,
+    log: &mut AccessLog,
+) -> Response<Body> {
+    let (mut parts, body) = req.into_parts();
+    let path = match routing::normalise(parts.uri.path()) {
+        Ok(p) => p,
+        Err(e) => {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                error_json("invalid_request", &e.to_string()),
+            );
+        }
+    };
+    let host = request_host(&parts.uri, &parts.headers);
+    let target = Target {
+        method: &parts.method,
+        host: host.as_deref(),
+        path: &path,
+    };
+    let Some((route, params)) = rt.routes.find(target) else {
+        return json_response(StatusCode::NOT_FOUND, NOT_FOUND);
+    };
+    log.route = Some(Name(route.config.name.clone()));
+
+    let identity = match &route.config.auth {
+        RouteAuth::Public => Identity::default(),
+        RouteAuth::Protected(policy) => {
+            let auth_started = Instant::now();
+            let outcome = rt
+                .auth
+                .authenticate(
+                    route.index,
+                    policy,
+                    &parts.headers,
+                    parts.uri.query(),
+                    &params,
+                )
+                .await;
+            metrics
+                .auth_duration
+                .observe(auth_started.elapsed().as_secs_f64());
+            log.token_digest = outcome.digest;
+            match outcome.result {
+                Ok(verified) => {
+                    log.issuer = Some(verified.issuer.clone());
+                    let subject = verified
+                        .claims
+                        .get("sub")
+                        .and_then(|s| s.as_str())
+                        .map(str::to_owned);
+                    log.subject = subject.clone();
+                    Identity {
+                        issuer: Some(verified.issuer.clone()),
+                        subject,
+                        headers: identity::headers(&route.config.forward.headers, &verified.claims),
+                    }
+                }
+                Err(failure) => {
+                    metrics
+                        .auth_failures
+                        .get_or_create(&RouteReason {
+                            route: Name(route.config.name.clone()),
+                            reason: failure.reason(),
+                        })
+                        .inc();
+                    log.reason = Some(failure.reason());
+                    return failure.into_response();
+                }
+            }
+        }
+    };
+
+    let uri = match forward::upstream_uri(&route.config, &path, parts.uri.query()) {
+        Ok(uri) => uri,
+        Err(e) => return e.into_response(),
+    };
+    let original_host = original_host(&parts.uri, &parts.headers);
+    forward::note_upgrade(&mut parts);
+    parts.uri = uri;
+    parts.version = Version::HTTP_11;
+    rewrite::rewrite_request(
+        &mut parts.headers,
+        &route.config.forward,
+        &identity.headers,
+        client,
+        original_host,
+        &route.config.upstream.authority,
+    );
+    let req = Request::from_parts(parts, body);
+    match rt
+        .forwarder
+        .forward(route.index, route.config.forward.timeout, req)
+        .await
+    {
+        Ok(response) => response,
+        Err(e) => {
+            tracing::debug!(route = %route.config.name, error = %e, "forwarding failed");
+            e.into_response()
+        }
+    }
+}
+
+const NOT_FOUND: &str =
+    r#"{"error":"not_found","error_description":"no route matches this request"}"#;
+
+/// The request's host for matching: the URI authority (HTTP/2) or `Host`.
+fn request_host<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> Option<Cow<'a, str>> {
+    let raw = match uri.authority() {
+        Some(a) => a.as_str(),
+        None => headers.get(header::HOST)?.to_str().ok()?,
+    };
+    let raw = raw.rsplit('@').next().unwrap_or(raw);
+    Some(routing::host_of(raw))
+}
+
+fn original_host(uri: &Uri, headers: &HeaderMap) -> Option<HeaderValue> {
+    match headers.get(header::HOST) {
+        Some(h) => Some(h.clone()),
+        None => uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+    }
+}
+
+fn error_json(error: &str, description: &str) -> String {
+    serde_json::json!({"error": error, "error_description": description}).to_string()
+}
+
+/// A small JSON answer; the one place gateway-made responses are built.
+pub fn json_response(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut response = Response::new(Body::full(body));
+    *response.status_mut() = status;
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}

@@ -1,0 +1,310 @@
+//! A JWKS document turned into verification keys. Each key remembers what it
+//! may verify (`kty`, `crv`, `alg`), so a token can never pick a key of the
+//! wrong family. Keys we cannot or must not use are skipped with a log line.
+
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, DecodingKey};
+use serde::Deserialize;
+use serde_json::Value;
+
+/// Smallest RSA modulus accepted: 2048 bits (RFC 7518 §3.3).
+const MIN_RSA_MODULUS_BYTES: usize = 256;
+
+/// What kind of key this is, which decides the algorithms it may verify.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyFamily {
+    /// RSA with this modulus length in bytes (RS*, PS*).
+    Rsa(usize),
+    /// EC P-256 (ES256).
+    P256,
+    /// EC P-384 (ES384).
+    P384,
+    /// OKP Ed25519 (EdDSA).
+    Ed25519,
+    /// A shared secret (HS*), never from a JWKS document.
+    Hmac,
+}
+
+/// One usable verification key.
+pub struct VerifyKey {
+    /// `kid`, if the JWK had one.
+    pub kid: Option<String>,
+    /// Key family.
+    pub family: KeyFamily,
+    /// The JWK's own `alg` restriction.
+    pub alg: Option<Algorithm>,
+    /// The key in jsonwebtoken's form.
+    pub key: DecodingKey,
+}
+
+impl std::fmt::Debug for VerifyKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyKey")
+            .field("kid", &self.kid)
+            .field("family", &self.family)
+            .field("alg", &self.alg)
+            .finish_non_exhaustive()
+    }
+}
+
+impl VerifyKey {
+    /// True when this key may verify `alg`.
+    pub fn fits(&self, alg: Algorithm) -> bool {
+        use Algorithm::*;
+        let family_fits = match self.family {
+            KeyFamily::Rsa(_) => matches!(alg, RS256 | RS384 | RS512 | PS256 | PS384 | PS512),
+            KeyFamily::P256 => alg == ES256,
+            KeyFamily::P384 => alg == ES384,
+            KeyFamily::Ed25519 => alg == EdDSA,
+            KeyFamily::Hmac => matches!(alg, HS256 | HS384 | HS512),
+        };
+        family_fits && self.alg.is_none_or(|a| a == alg)
+    }
+
+    /// The exact signature length `alg` produces with this key.
+    pub fn signature_len(&self, alg: Algorithm) -> usize {
+        use Algorithm::*;
+        match (self.family, alg) {
+            (KeyFamily::Rsa(n), _) => n,
+            (_, ES384) | (_, HS384) => 48,
+            (_, HS256) => 32,
+            _ => 64,
+        }
+    }
+}
+
+/// The result of looking a key up.
+#[derive(Debug)]
+pub enum Lookup {
+    /// This key, which fits the algorithm.
+    Found(Arc<VerifyKey>),
+    /// A key with this kid exists but may not verify this algorithm.
+    WrongFamily,
+    /// No such key.
+    Unknown,
+}
+
+/// An issuer's current keys.
+#[derive(Debug, Default)]
+pub struct KeySet {
+    keys: Vec<Arc<VerifyKey>>,
+}
+
+impl KeySet {
+    /// A set holding one HMAC secret.
+    pub fn hmac(secret: &[u8]) -> Self {
+        Self {
+            keys: vec![Arc::new(VerifyKey {
+                kid: None,
+                family: KeyFamily::Hmac,
+                alg: None,
+                key: DecodingKey::from_secret(secret),
+            })],
+        }
+    }
+
+    /// Parses a JWKS document; `Err` only when the document itself is unusable.
+    pub fn from_jwks(issuer: &str, bytes: &[u8]) -> Result<Self, &'static str> {
+        #[derive(Deserialize)]
+        struct Doc {
+            keys: Vec<Value>,
+        }
+        let doc: Doc = serde_json::from_slice(bytes)
+            .map_err(|_| "not a JWKS document (a JSON object with a keys array)")?;
+        let mut keys: Vec<Arc<VerifyKey>> = Vec::with_capacity(doc.keys.len());
+        for (i, jwk) in doc.keys.iter().enumerate() {
+            match parse_jwk(jwk) {
+                Ok(key) => {
+                    if key.kid.is_some() && keys.iter().any(|k| k.kid == key.kid) {
+                        tracing::warn!(issuer, index = i, kid = ?key.kid, "duplicate kid in JWKS; keeping the first");
+                        continue;
+                    }
+                    keys.push(Arc::new(key));
+                }
+                Err(why) => {
+                    let kid = jwk.get("kid").and_then(Value::as_str);
+                    tracing::warn!(issuer, index = i, kid, why, "skipping JWK");
+                }
+            }
+        }
+        Ok(Self { keys })
+    }
+
+    /// Number of usable keys.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// True without usable keys.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// True when a key with `kid` is present.
+    pub fn contains(&self, kid: Option<&str>) -> bool {
+        match kid {
+            Some(kid) => self.keys.iter().any(|k| k.kid.as_deref() == Some(kid)),
+            None => true,
+        }
+    }
+
+    /// The key to verify a token with `kid` and `alg`. Without a kid, the
+    /// single key fitting `alg` is used; several candidates are ambiguous.
+    pub fn find(&self, kid: Option<&str>, alg: Algorithm) -> Lookup {
+        match kid {
+            Some(kid) => {
+                let mut named = self
+                    .keys
+                    .iter()
+                    .filter(|k| k.kid.as_deref() == Some(kid))
+                    .peekable();
+                if named.peek().is_none() {
+                    return Lookup::Unknown;
+                }
+                named
+                    .find(|k| k.fits(alg))
+                    .map_or(Lookup::WrongFamily, |k| Lookup::Found(k.clone()))
+            }
+            None => {
+                let mut fitting = self.keys.iter().filter(|k| k.fits(alg));
+                match (fitting.next(), fitting.next()) {
+                    (Some(k), None) => Lookup::Found(k.clone()),
+                    _ => Lookup::Unknown,
+                }
+            }
+        }
+    }
+}
+
+fn parse_jwk(jwk: &Value) -> Result<VerifyKey, &'static str> {
+    let text = |name: &str| jwk.get(name).and_then(Value::as_str);
+    if let Some(u) = jwk.get("use") {
+        if u.as_str() != Some("sig") {
+            return Err("use is not sig");
+        }
+    }
+    if let Some(ops) = jwk.get("key_ops") {
+        let verify = ops
+            .as_array()
+            .is_some_and(|ops| ops.iter().any(|o| o.as_str() == Some("verify")));
+        if !verify {
+            return Err("key_ops does not allow verify");
+        }
+    }
+    let alg = match jwk.get("alg") {
+        None => None,
+        Some(Value::String(a)) => Some(a.parse::<Algorithm>().map_err(|_| "unsupported alg")?),
+        Some(_) => return Err("alg is not a string"),
+    };
+    let b64 = |name: &str| -> Result<Vec<u8>, &'static str> {
+        let v = text(name).ok_or("missing key member")?;
+        URL_SAFE_NO_PAD
+            .decode(v)
+            .map_err(|_| "key member is not base64url")
+    };
+    let (family, key) = match text("kty") {
+        Some("RSA") => {
+            let n = b64("n")?;
+            b64("e")?;
+            let len = n.iter().skip_while(|&&b| b == 0).count();
+            if len < MIN_RSA_MODULUS_BYTES {
+                return Err("RSA modulus shorter than 2048 bits");
+            }
+            let key =
+                DecodingKey::from_rsa_components(text("n").unwrap_or(""), text("e").unwrap_or(""))
+                    .map_err(|_| "unusable RSA key")?;
+            (KeyFamily::Rsa(len), key)
+        }
+        Some("EC") => {
+            let (family, size) = match text("crv") {
+                Some("P-256") => (KeyFamily::P256, 32),
+                Some("P-384") => (KeyFamily::P384, 48),
+                _ => return Err("unsupported crv"),
+            };
+            if b64("x")?.len() != size || b64("y")?.len() != size {
+                return Err("EC coordinates have the wrong length");
+            }
+            let key =
+                DecodingKey::from_ec_components(text("x").unwrap_or(""), text("y").unwrap_or(""))
+                    .map_err(|_| "unusable EC key")?;
+            (family, key)
+        }
+        Some("OKP") => {
+            if text("crv") != Some("Ed25519") {
+                return Err("unsupported crv");
+            }
+            if b64("x")?.len() != 32 {
+                return Err("Ed25519 key has the wrong length");
+            }
+            let key = DecodingKey::from_ed_components(text("x").unwrap_or(""))
+                .map_err(|_| "unusable Ed25519 key")?;
+            (KeyFamily::Ed25519, key)
+        }
+        Some("oct") => return Err("symmetric keys are never taken from a JWKS"),
+        _ => return Err("unsupported kty"),
+    };
+    let key = VerifyKey {
+        kid: text("kid").map(str::to_owned),
+        family,
+        alg,
+        key,
+    };
+    if let Some(a) = alg {
+        if !key.fits(a) {
+            return Err("alg does not fit the key type");
+        }
+    }
+    Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EC: &str = r#"{"kty":"EC","crv":"P-256","kid":"e1","use":"sig",
+        "x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}"#;
+
+    #[test]
+    fn keys_verify_only_their_own_family_and_alg() {
+        let doc = format!(
+            r#"{{"keys":[{EC},{{"kty":"oct","k":"c2VjcmV0","kid":"h"}},
+            {{"kty":"EC","crv":"P-256","kid":"enc","use":"enc","x":"a","y":"b"}},
+            {{"kty":"EC","crv":"secp256k1","kid":"k","x":"a","y":"b"}}]}}"#
+        );
+        let set = KeySet::from_jwks("t", doc.as_bytes()).unwrap();
+        assert_eq!(set.len(), 1);
+        assert!(matches!(
+            set.find(Some("e1"), Algorithm::ES256),
+            Lookup::Found(_)
+        ));
+        assert!(matches!(
+            set.find(Some("e1"), Algorithm::HS256),
+            Lookup::WrongFamily
+        ));
+        assert!(matches!(
+            set.find(Some("e1"), Algorithm::RS256),
+            Lookup::WrongFamily
+        ));
+        assert!(matches!(
+            set.find(Some("h"), Algorithm::HS256),
+            Lookup::Unknown
+        ));
+        assert!(matches!(set.find(None, Algorithm::ES256), Lookup::Found(_)));
+    }
+
+    #[test]
+    fn a_jwk_alg_restricts_the_key() {
+        let doc = EC.replace(r#""use":"sig","#, r#""use":"sig","alg":"ES384","#);
+        let set = KeySet::from_jwks("t", format!(r#"{{"keys":[{doc}]}}"#).as_bytes()).unwrap();
+        assert!(set.is_empty(), "ES384 on a P-256 key must be skipped");
+    }
+
+    #[test]
+    fn documents_without_keys_are_refused() {
+        assert!(KeySet::from_jwks("t", b"<html>").is_err());
+        assert!(KeySet::from_jwks("t", br#"{"keys":{}}"#).is_err());
+    }
+}

@@ -1,0 +1,10 @@
+//! Issuer keys: JWKS documents fetched (`fetch`, `discovery`), parsed
+//! (`keyset`) and cached per issuer (`cache`). Nothing here reads tokens.
+
+pub mod cache;
+pub mod discovery;
+pub mod fetch;
+pub mod keyset;
+
+pub use cache::KeyCache;
+pub use keyset::{KeySet, VerifyKey};

@@ -1,0 +1,278 @@
+//! Every header rewrite between client and upstream, and the names involved.
+//! Nothing else in the crate adds or removes forwarded headers.
+
+use std::net::IpAddr;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::Authority;
+
+use crate::config::ForwardConfig;
+
+/// `X-Forwarded-For`.
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `X-Forwarded-Proto`.
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `X-Forwarded-Host`.
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// `X-Request-Id`.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// `Keep-Alive` (hop-by-hop, RFC 9110 §7.6.1).
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+/// `Proxy-Connection` (non-standard hop-by-hop).
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+/// Prefix of headers only the gateway may set upstream.
+pub const IDENTITY_PREFIX: &str = "x-auth-";
+
+/// Headers that describe one connection and never cross the proxy.
+pub const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Names the gateway sets itself; an identity header may not use them.
+pub fn is_reserved(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name)
+        || [
+            header::HOST,
+            header::AUTHORIZATION,
+            header::COOKIE,
+            header::CONTENT_LENGTH,
+            header::CONTENT_TYPE,
+            X_FORWARDED_FOR,
+            X_FORWARDED_PROTO,
+            X_FORWARDED_HOST,
+            X_REQUEST_ID,
+        ]
+        .contains(name)
+}
+
+/// Facts about the client connection used in `X-Forwarded-*`.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientInfo {
+    /// Peer address of the connection.
+    pub ip: IpAddr,
+    /// True when the client connected over TLS.
+    pub tls: bool,
+}
+
+/// Removes hop-by-hop headers and any header that `Connection` names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Removes every identity header a client may have sent: `x-auth-*` and the
+/// route's configured identity names.
+pub fn strip_identity(headers: &mut HeaderMap, forward: &ForwardConfig) {
+    let spoofed = headers
+        .keys()
+        .any(|k| k.as_str().starts_with(IDENTITY_PREFIX));
+    if spoofed {
+        let names: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| k.as_str().starts_with(IDENTITY_PREFIX))
+            .cloned()
+            .collect();
+        for name in names {
+            headers.remove(name);
+        }
+    }
+    for (name, _) in &forward.headers {
+        headers.remove(name);
+    }
+}
+
+/// Rewrites a request's headers for the upstream. `identity` holds the
+/// headers derived from verified claims (empty on public routes).
+pub fn rewrite_request(
+    headers: &mut HeaderMap,
+    forward: &ForwardConfig,
+    identity: &[(HeaderName, HeaderValue)],
+    client: ClientInfo,
+    original_host: Option<HeaderValue>,
+    upstream: &Authority,
+) {
+    strip_hop_by_hop(headers);
+    strip_identity(headers, forward);
+    if !forward.keep_authorization {
+        headers.remove(header::AUTHORIZATION);
+    }
+    append_forwarded_for(headers, client.ip);
+    headers.insert(
+        X_FORWARDED_PROTO,
+        HeaderValue::from_static(if client.tls { "https" } else { "http" }),
+    );
+    match original_host {
+        Some(host) => headers.insert(X_FORWARDED_HOST, host),
+        None => headers.remove(X_FORWARDED_HOST),
+    };
+    if !headers.get(X_REQUEST_ID).is_some_and(valid_request_id) {
+        headers.insert(X_REQUEST_ID, new_request_id());
+    }
+    if let Ok(host) = HeaderValue::from_str(upstream.as_str()) {
+        headers.insert(header::HOST, host);
+    }
+    for (name, value) in identity {
+        headers.append(name.clone(), value.clone());
+    }
+}
+
+/// Removes hop-by-hop headers from an upstream response.
+pub fn rewrite_response(headers: &mut HeaderMap) {
+    strip_hop_by_hop(headers);
+}
+
+fn append_forwarded_for(headers: &mut HeaderMap, ip: IpAddr) {
+    let ip = ip.to_canonical().to_string();
+    let value = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {ip}"),
+        _ => ip,
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert(X_FORWARDED_FOR, v);
+    }
+}
+
+/// A client-chosen request id is kept when short and printable.
+fn valid_request_id(v: &HeaderValue) -> bool {
+    let b = v.as_bytes();
+    !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic())
+}
+
+/// A unique id: a random per-process prefix and a counter (no syscall per request).
+pub fn new_request_id() -> HeaderValue {
+    static PREFIX: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(|| {
+        let mut bytes = [0u8; 8];
+        if aws_lc_rs::rand::fill(&mut bytes).is_err() {
+            bytes = std::process::id()
+                .to_le_bytes()
+                .repeat(2)
+                .try_into()
+                .unwrap_or([7; 8]);
+        }
+        u64::from_le_bytes(bytes)
+    });
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let text = format!("{prefix:016x}{n:016x}");
+    HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("0"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn forward(keep: bool) -> ForwardConfig {
+        ForwardConfig {
+            headers: vec![(HeaderName::from_static("x-tenant"), "tenant".into())],
+            keep_authorization: keep,
+            timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(1),
+            ca_file: None,
+        }
+    }
+
+    fn client() -> ClientInfo {
+        ClientInfo {
+            ip: "10.0.0.9".parse().unwrap(),
+            tls: true,
+        }
+    }
+
+    #[test]
+    fn spoofed_identity_and_hop_by_hop_headers_never_cross() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("x-auth-subject", "admin"),
+            ("X-Auth-Anything", "1"),
+            ("x-tenant", "other"),
+            ("connection", "close, x-secret-hop"),
+            ("x-secret-hop", "1"),
+            ("keep-alive", "5"),
+            ("te", "trailers"),
+            ("authorization", "Bearer abc"),
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-request-id", "req-1"),
+            ("accept", "text/plain"),
+        ] {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_static(v),
+            );
+        }
+        let identity = [(
+            HeaderName::from_static("x-auth-subject"),
+            HeaderValue::from_static("alice"),
+        )];
+        let upstream: Authority = "127.0.0.1:8081".parse().unwrap();
+        rewrite_request(
+            &mut h,
+            &forward(false),
+            &identity,
+            client(),
+            Some(HeaderValue::from_static("api.example.com")),
+            &upstream,
+        );
+        let mut names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "accept",
+                "host",
+                "x-auth-subject",
+                "x-forwarded-for",
+                "x-forwarded-host",
+                "x-forwarded-proto",
+                "x-request-id"
+            ]
+        );
+        assert_eq!(h["x-auth-subject"], "alice");
+        assert_eq!(h.get_all("x-auth-subject").iter().count(), 1);
+        assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.9");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "api.example.com");
+        assert_eq!(h["x-request-id"], "req-1");
+        assert_eq!(h["host"], "127.0.0.1:8081");
+    }
+
+    #[test]
+    fn authorization_is_kept_only_when_configured_and_ids_are_generated() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer abc"),
+        );
+        h.insert(X_REQUEST_ID, HeaderValue::from_static("bad id with spaces"));
+        let upstream: Authority = "u:1".parse().unwrap();
+        rewrite_request(&mut h, &forward(true), &[], client(), None, &upstream);
+        assert_eq!(h["authorization"], "Bearer abc");
+        let id = h["x-request-id"].to_str().unwrap();
+        assert_eq!(id.len(), 32);
+        assert_ne!(new_request_id(), new_request_id());
+    }
+}

@@ -1,0 +1,394 @@
+//! Route selection: path normalisation, then the first route (in file order)
+//! whose host, path and method match. Does not authenticate or forward.
+//!
+//! Normalisation rules (the same path is matched and forwarded, so a route
+//! can never be reached by a spelling its plain path would not match):
+//! - percent-encoded unreserved characters (`A-Z a-z 0-9 - . _ ~`) are
+//!   decoded, other escapes are kept with upper-case hex;
+//! - empty segments are merged (`//a` is `/a`);
+//! - dot segments (`.`, `..`, also as `%2e`, `.%2E`, or followed by `;`) are
+//!   refused with 400, as are encoded `/` (`%2F`), `\` in any form, NUL and
+//!   control characters and malformed escapes;
+//! - matching is case-sensitive (RFC 3986 §6.2.2.1): `/Admin` is not `/admin`.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use http::Method;
+
+use crate::config::{PathMatch, RouteConfig};
+
+/// Why a request path was refused (400).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BadPath {
+    /// Not an absolute path.
+    #[error("the request path must start with /")]
+    NotAbsolute,
+    /// `.` or `..` in any spelling.
+    #[error("dot segments are not allowed in the request path")]
+    DotSegment,
+    /// `%2F`, `%5C`, a raw `\`, NUL or a control character.
+    #[error(
+        "encoded slashes, backslashes and control characters are not allowed in the request path"
+    )]
+    ForbiddenCharacter,
+    /// `%` not followed by two hex digits.
+    #[error("malformed percent-encoding in the request path")]
+    BadEscape,
+}
+
+/// Normalises `raw` per the module rules; borrowed when already normal.
+pub fn normalise(raw: &str) -> Result<Cow<'_, str>, BadPath> {
+    let bytes = raw.as_bytes();
+    if bytes.first() != Some(&b'/') {
+        return Err(BadPath::NotAbsolute);
+    }
+    if is_plain(bytes) {
+        return Ok(Cow::Borrowed(raw));
+    }
+    let mut out = String::with_capacity(raw.len());
+    let mut segment = String::new();
+    let segments: Vec<&str> = raw[1..].split('/').collect();
+    let last = segments.len() - 1;
+    for (i, seg) in segments.iter().enumerate() {
+        if seg.is_empty() {
+            if i == last && !out.is_empty() {
+                out.push('/');
+            }
+            continue;
+        }
+        segment.clear();
+        decode_segment(seg, &mut segment)?;
+        check_dots(&segment)?;
+        out.push('/');
+        out.push_str(&segment);
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    Ok(Cow::Owned(out))
+}
+
+/// True when no rule can change or refuse the path (the common case).
+fn is_plain(bytes: &[u8]) -> bool {
+    let mut prev = 0u8;
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b'%' | b'\\' => return false,
+            b'/' if prev == b'/' => return false,
+            b'.' if prev == b'/' => {
+                let next = bytes.get(i + 1).copied().unwrap_or(b'/');
+                if matches!(next, b'/' | b'.' | b';') {
+                    return false;
+                }
+            }
+            _ if b < 0x20 || b == 0x7f => return false,
+            _ => {}
+        }
+        prev = b;
+    }
+    true
+}
+
+fn decode_segment(seg: &str, out: &mut String) -> Result<(), BadPath> {
+    let bytes = seg.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'%' {
+            let hex = bytes.get(i + 1..i + 3).ok_or(BadPath::BadEscape)?;
+            let value = hex_value(hex[0])
+                .zip(hex_value(hex[1]))
+                .map(|(h, l)| h << 4 | l)
+                .ok_or(BadPath::BadEscape)?;
+            if value.is_ascii_alphanumeric() || matches!(value, b'-' | b'.' | b'_' | b'~') {
+                out.push(value as char);
+            } else if value < 0x20 || matches!(value, b'/' | b'\\' | 0x7f) {
+                return Err(BadPath::ForbiddenCharacter);
+            } else {
+                out.push('%');
+                out.push(HEX[(value >> 4) as usize] as char);
+                out.push(HEX[(value & 15) as usize] as char);
+            }
+            i += 3;
+        } else if b == b'\\' || b < 0x20 || b == 0x7f {
+            return Err(BadPath::ForbiddenCharacter);
+        } else {
+            // Copy the run of plain bytes up to the next escape at once (keeps UTF-8 intact).
+            let end = bytes[i..]
+                .iter()
+                .position(|&c| c == b'%' || c == b'\\' || c < 0x20 || c == 0x7f)
+                .map_or(bytes.len(), |p| i + p);
+            out.push_str(&seg[i..end]);
+            i = end;
+        }
+    }
+    Ok(())
+}
+
+fn check_dots(segment: &str) -> Result<(), BadPath> {
+    let bare = segment.split(';').next().unwrap_or(segment);
+    if bare == "." || bare == ".." {
+        Err(BadPath::DotSegment)
+    } else {
+        Ok(())
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789ABCDEF";
+
+fn hex_value(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Checks a configured pattern is already normal; returns template parameter names.
+pub fn check_pattern(pattern: &str, template: bool) -> Result<Vec<String>, String> {
+    let mut params = Vec::new();
+    let mut plain = String::with_capacity(pattern.len());
+    for (i, seg) in pattern.split('/').enumerate() {
+        if i > 0 {
+            plain.push('/');
+        }
+        if template && seg.starts_with('{') && seg.ends_with('}') && seg.len() > 2 {
+            let name = &seg[1..seg.len() - 1];
+            if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                return Err(format!("parameter {{{name}}} has an invalid name"));
+            }
+            if params.iter().any(|p| p == name) {
+                return Err(format!("parameter {{{name}}} appears twice"));
+            }
+            params.push(name.to_owned());
+            plain.push('x');
+        } else if seg.contains(['{', '}']) {
+            return Err(if template {
+                format!("segment {seg:?} mixes text and a parameter")
+            } else {
+                "braces are only meaningful in path_template".to_owned()
+            });
+        } else {
+            plain.push_str(seg);
+        }
+    }
+    match normalise(&plain) {
+        Ok(n) if n == plain => Ok(params),
+        Ok(n) => Err(format!(
+            "{pattern:?} is not normalised (it would match as {n:?})"
+        )),
+        Err(e) => Err(format!("{pattern:?}: {e}")),
+    }
+}
+
+/// A compiled route: its config plus a matcher.
+#[derive(Debug)]
+pub struct Route {
+    /// The validated config of this route.
+    pub config: RouteConfig,
+    /// Position in the file (0-based), used to index per-route state.
+    pub index: usize,
+    matcher: Matcher,
+}
+
+#[derive(Debug)]
+enum Matcher {
+    Exact(String),
+    Prefix(String),
+    Template(Vec<Segment>),
+}
+
+#[derive(Debug)]
+enum Segment {
+    Literal(String),
+    Param(Arc<str>),
+}
+
+/// Values bound to `path_template` parameters, in template order.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Params<'p>(Vec<(Arc<str>, &'p str)>);
+
+impl<'p> Params<'p> {
+    /// The value bound to `name`.
+    pub fn get(&self, name: &str) -> Option<&'p str> {
+        self.0.iter().find(|(n, _)| &**n == name).map(|(_, v)| *v)
+    }
+}
+
+impl Route {
+    fn compile(index: usize, config: RouteConfig) -> Self {
+        let matcher = match &config.path {
+            PathMatch::Exact(p) => Matcher::Exact(p.clone()),
+            PathMatch::Prefix(p) => Matcher::Prefix(p.trim_end_matches('/').to_owned()),
+            PathMatch::Template(t) => Matcher::Template(
+                t.split('/')
+                    .skip(1)
+                    .map(
+                        |s| match s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                            Some(name) => Segment::Param(name.into()),
+                            None => Segment::Literal(s.to_owned()),
+                        },
+                    )
+                    .collect(),
+            ),
+        };
+        Self {
+            config,
+            index,
+            matcher,
+        }
+    }
+
+    fn match_path<'p>(&self, path: &'p str) -> Option<Params<'p>> {
+        match &self.matcher {
+            Matcher::Exact(p) => (p == path).then(Params::default),
+            Matcher::Prefix(p) => {
+                let rest = path.strip_prefix(p.as_str())?;
+                (rest.is_empty() || rest.starts_with('/') || p.is_empty()).then(Params::default)
+            }
+            Matcher::Template(segments) => {
+                let mut parts = path[1..].split('/');
+                let mut params = Vec::new();
+                for seg in segments {
+                    let part = parts.next()?;
+                    match seg {
+                        Segment::Literal(l) if l == part => {}
+                        Segment::Param(name) if !part.is_empty() => {
+                            params.push((name.clone(), part));
+                        }
+                        _ => return None,
+                    }
+                }
+                parts.next().is_none().then_some(Params(params))
+            }
+        }
+    }
+
+    /// First literal path segment, used to index the table; `None` for routes
+    /// that can match any first segment.
+    fn first_segment(&self) -> Option<&str> {
+        match &self.matcher {
+            Matcher::Exact(p) | Matcher::Prefix(p) => {
+                let seg = p.trim_start_matches('/').split('/').next().unwrap_or("");
+                (!seg.is_empty()).then_some(seg)
+            }
+            Matcher::Template(segs) => match segs.first() {
+                Some(Segment::Literal(l)) if !l.is_empty() => Some(l.as_str()),
+                _ => None,
+            },
+        }
+    }
+}
+
+/// Every route, in file order, indexed by first path segment.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    routes: Vec<Route>,
+    by_first_segment: HashMap<String, Vec<usize>>,
+    any_first_segment: Vec<usize>,
+}
+
+/// Request facts that select a route.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    /// Request method.
+    pub method: &'a Method,
+    /// Host, lower case, without port or trailing dot.
+    pub host: Option<&'a str>,
+    /// Normalised path.
+    pub path: &'a str,
+}
+
+impl RouteTable {
+    /// Compiles `routes`, keeping their order.
+    pub fn new(routes: Vec<RouteConfig>) -> Self {
+        let mut table = Self::default();
+        for (i, config) in routes.into_iter().enumerate() {
+            let route = Route::compile(i, config);
+            match route.first_segment() {
+                Some(seg) => table
+                    .by_first_segment
+                    .entry(seg.to_owned())
+                    .or_default()
+                    .push(i),
+                None => table.any_first_segment.push(i),
+            }
+            table.routes.push(route);
+        }
+        table
+    }
+
+    /// The first route matching `target`, with its template parameters.
+    pub fn find<'p>(&self, target: Target<'p>) -> Option<(&Route, Params<'p>)> {
+        let first = target.path[1..].split('/').next().unwrap_or("");
+        let indexed = self
+            .by_first_segment
+            .get(first)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let (mut a, mut b) = (
+            indexed.iter().peekable(),
+            self.any_first_segment.iter().peekable(),
+        );
+        // Merge the two ascending index lists so file order decides.
+        loop {
+            let i = match (a.peek(), b.peek()) {
+                (Some(&&x), Some(&&y)) if x < y => a.next(),
+                (Some(_), Some(_)) => b.next(),
+                (Some(_), None) => a.next(),
+                (None, Some(_)) => b.next(),
+                (None, None) => return None,
+            };
+            let route = &self.routes[*i?];
+            if let Some(params) = route.matches(target) {
+                return Some((route, params));
+            }
+        }
+    }
+
+    /// Number of routes.
+    pub fn len(&self) -> usize {
+        self.routes.len()
+    }
+
+    /// True without routes.
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+}
+
+impl Route {
+    fn matches<'p>(&self, target: Target<'p>) -> Option<Params<'p>> {
+        if let Some(host) = &self.config.host {
+            if target.host != Some(host.as_str()) {
+                return None;
+            }
+        }
+        if let Some(methods) = &self.config.methods {
+            if !methods.contains(target.method) {
+                return None;
+            }
+        }
+        self.match_path(target.path)
+    }
+}
+
+/// The request's host for matching: lower case, no port, no trailing dot.
+pub fn host_of(authority: &str) -> Cow<'_, str> {
+    let host = match authority.rfind(':') {
+        Some(i) if !authority[i..].contains(']') => &authority[..i],
+        _ => authority,
+    };
+    let host = host.trim_end_matches('.');
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,177 @@
+//! Prometheus metrics (CONTRACT §5) through prometheus-client; no
+//! hand-formatted exposition. Label values are route and issuer names from
+//! the config and fixed reason words, never request data.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// A shared label value (route or issuer name) that clones without copying.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Name(pub Arc<str>);
+
+impl EncodeLabelValue for Name {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        std::fmt::Write::write_str(encoder, &self.0)
+    }
+}
+
+/// `{route,status}`
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RouteStatus {
+    /// Route name, or `(none)` when no route matched.
+    pub route: Name,
+    /// HTTP status code.
+    pub status: u16,
+}
+
+/// `{route,reason}`
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RouteReason {
+    /// Route name.
+    pub route: Name,
+    /// `AuthFailure::reason()`.
+    pub reason: &'static str,
+}
+
+/// `{issuer,result}`
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct IssuerResult {
+    /// Issuer name.
+    pub issuer: Name,
+    /// `success` or `error`.
+    pub result: &'static str,
+}
+
+/// `{issuer}`
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct IssuerLabel {
+    /// Issuer name.
+    pub issuer: Name,
+}
+
+/// `{result}`
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ResultLabel {
+    /// Outcome word.
+    pub result: &'static str,
+}
+
+/// Every metric authgate exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// `authgate_requests_total{route,status}`
+    pub requests: Family<RouteStatus, Counter>,
+    /// `authgate_auth_failures_total{route,reason}`
+    pub auth_failures: Family<RouteReason, Counter>,
+    /// `authgate_request_duration_seconds`
+    pub request_duration: Histogram,
+    /// `authgate_auth_duration_seconds`
+    pub auth_duration: Histogram,
+    /// `authgate_jwks_refresh_total{issuer,result}`
+    pub jwks_refresh: Family<IssuerResult, Counter>,
+    /// `authgate_jwks_keys{issuer}`
+    pub jwks_keys: Family<IssuerLabel, Gauge>,
+    /// `authgate_verified_cache_total{result}`: hit or miss
+    pub verified_cache: Family<ResultLabel, Counter>,
+    /// `authgate_config_reloads_total{result}`: success or error
+    pub config_reloads: Family<ResultLabel, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("authgate");
+        let requests = Family::default();
+        let auth_failures = Family::default();
+        let request_duration = Histogram::new(exponential_buckets(0.000_1, 2.0, 18));
+        let auth_duration = Histogram::new(exponential_buckets(0.000_002, 2.0, 18));
+        let jwks_refresh = Family::default();
+        let jwks_keys = Family::default();
+        let verified_cache = Family::default();
+        let config_reloads = Family::default();
+        registry.register(
+            "requests",
+            "Requests answered, by route and status",
+            requests.clone(),
+        );
+        registry.register(
+            "auth_failures",
+            "Requests refused by authentication, by route and reason",
+            auth_failures.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Whole-request duration",
+            request_duration.clone(),
+        );
+        registry.register(
+            "auth_duration_seconds",
+            "Duration of the authentication step alone",
+            auth_duration.clone(),
+        );
+        registry.register(
+            "jwks_refresh",
+            "JWKS fetches, by issuer and result",
+            jwks_refresh.clone(),
+        );
+        registry.register(
+            "jwks_keys",
+            "Usable keys held per issuer",
+            jwks_keys.clone(),
+        );
+        registry.register(
+            "verified_cache",
+            "Verified-token cache lookups, by result",
+            verified_cache.clone(),
+        );
+        registry.register(
+            "config_reloads",
+            "Configuration reloads, by result",
+            config_reloads.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            auth_failures,
+            request_duration,
+            auth_duration,
+            jwks_refresh,
+            jwks_keys,
+            verified_cache,
+            config_reloads,
+        }
+    }
+
+    /// The text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// Counts one answered request.
+    pub fn request(&self, route: &Name, status: u16, took: Duration) {
+        self.requests
+            .get_or_create(&RouteStatus {
+                route: route.clone(),
+                status,
+            })
+            .inc();
+        self.request_duration.observe(took.as_secs_f64());
+    }
+}

@@ -1,0 +1,99 @@
+//! rustls server configuration from PEM files: TLS 1.2 and 1.3 on the
+//! aws-lc-rs provider, ALPN `h2` then `http/1.1`, optional client
+//! certificates. Files are read only here, at load or reload, never per
+//! connection.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::config::{ConfigProblem, TlsConfig};
+
+/// The process-wide crypto provider: aws-lc-rs.
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// Builds the listener's TLS config, naming the exact key on failure.
+pub fn server_config(tls: &TlsConfig) -> Result<Arc<ServerConfig>, ConfigProblem> {
+    let certs = read_certs(&tls.cert_file, "server.tls.cert_file")?;
+    let key = PrivateKeyDer::from_pem_file(&tls.key_file).map_err(|e| {
+        ConfigProblem::new(
+            "server.tls.key_file",
+            format!(
+                "no usable private key in {}: {}",
+                tls.key_file.display(),
+                pem_reason(&e)
+            ),
+            "a PEM private key (PKCS#8, PKCS#1 RSA or SEC1 EC)",
+        )
+    })?;
+    let builder = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| ConfigProblem::new("server.tls", e.to_string(), "TLS 1.2 and 1.3"))?;
+    let builder = match &tls.client_ca_file {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = RootCertStore::empty();
+            for cert in read_certs(ca, "server.tls.client_ca_file")? {
+                roots.add(cert).map_err(|e| {
+                    ConfigProblem::new(
+                        "server.tls.client_ca_file",
+                        format!("unusable CA certificate: {e}"),
+                        "PEM CA certificates",
+                    )
+                })?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(roots.into(), provider())
+                .build()
+                .map_err(|e| {
+                    ConfigProblem::new(
+                        "server.tls.client_ca_file",
+                        format!("unusable CA bundle: {e}"),
+                        "PEM CA certificates",
+                    )
+                })?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_single_cert(certs, key).map_err(|e| {
+        ConfigProblem::new(
+            "server.tls.key_file",
+            format!("key does not fit the certificate: {e}"),
+            "the private key of the first certificate in cert_file",
+        )
+    })?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Reads every certificate of a PEM file; at least one is required.
+pub fn read_certs(path: &Path, key: &str) -> Result<Vec<CertificateDer<'static>>, ConfigProblem> {
+    let problem = |why: String| {
+        ConfigProblem::new(
+            key,
+            format!("cannot read certificates from {}: {why}", path.display()),
+            "a PEM file with at least one CERTIFICATE block",
+        )
+    };
+    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| problem(pem_reason(&e)))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| problem(pem_reason(&e)))?;
+    if certs.is_empty() {
+        return Err(problem("no certificate found".into()));
+    }
+    Ok(certs)
+}
+
+fn pem_reason(e: &rustls_pki_types::pem::Error) -> String {
+    match e {
+        rustls_pki_types::pem::Error::Io(io) => io.kind().to_string(),
+        rustls_pki_types::pem::Error::NoItemsFound => "no PEM block found".into(),
+        other => format!("{other:?}"),
+    }
+}
