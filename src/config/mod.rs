@@ -94,7 +94,15 @@ pub fn parse(
 ) -> Result<Loaded, Vec<ConfigProblem>> {
     let mut problems = Vec::new();
     let value = yaml::parse(text, lookup, &mut problems).map_err(|p| vec![p])?;
+    let early = problems.len();
     let result = validate::validate(&value, base_dir, lookup, &mut problems);
+    // A value whose ${VAR} was missing is reported once, not again as invalid.
+    let reported: Vec<String> = problems[..early].iter().map(|p| p.path.clone()).collect();
+    let mut index = 0;
+    problems.retain(|p| {
+        index += 1;
+        index <= early || !reported.contains(&p.path)
+    });
     match result {
         Some(loaded) if problems.is_empty() => Ok(loaded),
         _ => Err(problems),

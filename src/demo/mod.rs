@@ -15,12 +15,14 @@ use crate::server::shutdown::{Signal, Signals};
 
 /// Runs the demo until Ctrl-C / SIGTERM.
 pub async fn run(ephemeral: bool) -> ExitCode {
+    // Installed before anything is printed, so a Ctrl-C right after the
+    // banner still drains instead of killing the process.
+    let Ok(mut signals) = Signals::install() else {
+        return ExitCode::FAILURE;
+    };
     match start(ephemeral).await {
         Ok((running, banner)) => {
             println!("{banner}");
-            let Ok(mut signals) = Signals::install() else {
-                return ExitCode::FAILURE;
-            };
             while signals.next().await != Signal::Terminate {}
             running.shutdown().await;
             ExitCode::SUCCESS

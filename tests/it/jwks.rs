@@ -1,0 +1,261 @@
+//! The key cache's life through the real server and a real issuer: start,
+//! rotation, an IdP outage, an unknown-kid storm, discovery.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::support::{Signer, TestGateway, TestIssuer, Upstream, eventually};
+
+fn yaml(issuer: &TestIssuer, up: &Upstream, cache: &str, source: &str) -> String {
+    format!(
+        r#"
+issuers:
+  idp:
+    issuer: "{iss}"
+    {source}
+    algorithms: [ES256, RS256]
+    audiences: [api]
+    jwks_cache: {{ {cache} }}
+routes:
+  - name: api
+    match: {{ path_prefix: /api }}
+    upstream: "{up}"
+    auth: {{ issuers: [idp] }}
+"#,
+        iss = issuer.url,
+        up = up.url(),
+    )
+}
+
+fn jwks_uri(issuer: &TestIssuer) -> String {
+    format!(r#"jwks_uri: "{}/jwks.json""#, issuer.url)
+}
+
+async fn status(gw: &TestGateway, token: &str) -> (u16, Option<String>) {
+    let r = reqwest::Client::new()
+        .get(format!("{}/api/x", gw.url))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    (
+        r.status().as_u16(),
+        r.headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_owned()),
+    )
+}
+
+#[tokio::test]
+async fn keys_load_at_start_so_the_first_request_does_not_fetch() {
+    let k1 = Signer::es256("k1");
+    let issuer = TestIssuer::spawn(&[&k1]).await;
+    let up = Upstream::spawn().await;
+    let gw = TestGateway::start(&yaml(
+        &issuer,
+        &up,
+        "min_refresh_interval: 1s",
+        &jwks_uri(&issuer),
+    ))
+    .await;
+    assert_eq!(issuer.fetches(), 1);
+    let token = k1.token("ES256", json!({}), &issuer.claims());
+    assert_eq!(status(&gw, &token).await.0, 200);
+    assert_eq!(issuer.fetches(), 1);
+}
+
+#[tokio::test]
+async fn rotation_accepts_the_new_kid_and_drops_the_removed_one() {
+    let (k1, k2) = (Signer::es256("k1"), Signer::es256("k2"));
+    let issuer = TestIssuer::spawn(&[&k1]).await;
+    let up = Upstream::spawn().await;
+    let gw = TestGateway::start(&yaml(
+        &issuer,
+        &up,
+        "ttl: 10m, min_refresh_interval: 1s",
+        &jwks_uri(&issuer),
+    ))
+    .await;
+    let old = k1.token("ES256", json!({}), &issuer.claims());
+    assert_eq!(status(&gw, &old).await.0, 200);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    issuer.publish(&[&k1, &k2]);
+    let new = k2.token("ES256", json!({}), &issuer.claims());
+    assert_eq!(
+        status(&gw, &new).await.0,
+        200,
+        "an unknown kid triggers one refresh"
+    );
+    assert_eq!(issuer.fetches(), 2);
+    issuer.publish(&[&k2]);
+    assert_eq!(
+        status(&gw, &old).await.0,
+        200,
+        "cached keys serve until the next refresh"
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let unknown = k2.token("ES256", json!({"kid": "k3"}), &issuer.claims());
+    assert_eq!(status(&gw, &unknown).await.0, 401);
+    assert_eq!(issuer.fetches(), 3);
+    assert_eq!(
+        status(&gw, &old).await.0,
+        401,
+        "the removed key's token is refused after the refresh"
+    );
+    assert_eq!(status(&gw, &new).await.0, 200);
+}
+
+#[tokio::test]
+async fn cached_keys_survive_an_idp_outage_then_503_after_the_stale_window() {
+    let k1 = Signer::es256("k1");
+    let issuer = TestIssuer::spawn(&[&k1]).await;
+    let up = Upstream::spawn().await;
+    let gw = TestGateway::start(&yaml(
+        &issuer,
+        &up,
+        "ttl: 1s, min_refresh_interval: 1s, stale_if_error: 2s",
+        &jwks_uri(&issuer),
+    ))
+    .await;
+    let token = k1.token("ES256", json!({}), &issuer.claims());
+    issuer.set_status(500);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(status(&gw, &token).await.0, 200, "stale keys keep serving");
+    eventually("503 once the stale window is over", async || {
+        status(&gw, &token).await.0 == 503
+    })
+    .await;
+    let (code, retry_after) = status(&gw, &token).await;
+    assert_eq!(code, 503);
+    assert!(retry_after.is_some_and(|r| r.parse::<u64>().unwrap() >= 1));
+    let forwarded = up.count();
+    assert_eq!(status(&gw, &token).await.0, 503);
+    assert_eq!(up.count(), forwarded, "a 503 forwards nothing");
+    issuer.set_status(200);
+    eventually("recovery when the IdP returns", async || {
+        status(&gw, &token).await.0 == 200
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_unknown_kid_storm_causes_at_most_a_few_fetches() {
+    let k1 = Signer::es256("k1");
+    let issuer = TestIssuer::spawn(&[&k1]).await;
+    let up = Upstream::spawn().await;
+    let gw = TestGateway::start(&yaml(
+        &issuer,
+        &up,
+        "min_refresh_interval: 30s",
+        &jwks_uri(&issuer),
+    ))
+    .await;
+    let before = issuer.fetches();
+    let client = reqwest::Client::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..500 {
+        let token = k1.token(
+            "ES256",
+            json!({"kid": format!("random-{i}")}),
+            &issuer.claims(),
+        );
+        let (client, url) = (client.clone(), format!("{}/api/x", gw.url));
+        tasks.spawn(async move {
+            client
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        });
+    }
+    while let Some(code) = tasks.join_next().await {
+        assert_eq!(code.unwrap(), 401);
+    }
+    let fetched = issuer.fetches() - before;
+    assert!(fetched <= 2, "{fetched} fetches for 500 unknown kids");
+    assert_eq!(up.count(), 0);
+}
+
+#[tokio::test]
+async fn discovery_finds_the_keys_and_a_mismatched_issuer_is_never_ready() {
+    let k1 = Signer::es256("k1");
+    let issuer = TestIssuer::spawn(&[&k1]).await;
+    let up = Upstream::spawn().await;
+    let gw = TestGateway::start(&yaml(
+        &issuer,
+        &up,
+        "min_refresh_interval: 1s",
+        "discovery: true",
+    ))
+    .await;
+    assert_eq!(
+        status(&gw, &k1.token("ES256", json!({}), &issuer.claims()))
+            .await
+            .0,
+        200
+    );
+
+    let evil = TestIssuer::spawn(&[&k1]).await;
+    evil.state.lock().unwrap().discovery_issuer = Some("https://someone-else.example".into());
+    let gw = TestGateway::start_unready(
+        &yaml(&evil, &up, "min_refresh_interval: 1s", "discovery: true"),
+        std::path::Path::new("."),
+    )
+    .await;
+    let readyz = format!("{}/readyz", gw.admin);
+    eventually("readyz to name the issuer", async || {
+        let r = reqwest::get(&readyz).await.unwrap();
+        r.status() == 503 && r.text().await.unwrap().contains("issuers.idp")
+    })
+    .await;
+    assert_eq!(
+        status(&gw, &k1.token("ES256", json!({}), &evil.claims()))
+            .await
+            .0,
+        503
+    );
+    assert_eq!(
+        evil.fetches(),
+        0,
+        "keys of a mismatched issuer are never fetched"
+    );
+}
+
+#[tokio::test]
+async fn a_jwks_file_is_loaded_and_non_json_answers_are_refused() {
+    let k1 = Signer::es256("k1");
+    let dir = crate::support::temp_dir("jwks-file");
+    std::fs::write(
+        dir.join("keys.json"),
+        json!({"keys": [k1.jwk()]}).to_string(),
+    )
+    .unwrap();
+    let issuer = TestIssuer::spawn(&[]).await;
+    let up = Upstream::spawn().await;
+    let gw = TestGateway::start_in(&yaml(&issuer, &up, "", "jwks_file: keys.json"), &dir).await;
+    assert_eq!(
+        status(&gw, &k1.token("ES256", json!({}), &issuer.claims()))
+            .await
+            .0,
+        200
+    );
+
+    let html = TestIssuer::spawn(&[&k1]).await;
+    html.state.lock().unwrap().content_type = "text/html";
+    let gw = TestGateway::start_unready(
+        &yaml(&html, &up, "", &jwks_uri(&html)),
+        std::path::Path::new("."),
+    )
+    .await;
+    eventually("a fetch", async || html.fetches() >= 1).await;
+    assert_eq!(
+        status(&gw, &k1.token("ES256", json!({}), &html.claims()))
+            .await
+            .0,
+        503
+    );
+}

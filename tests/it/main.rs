@@ -1,0 +1,11 @@
+//! Integration tests: a real gateway between a real client, a real
+//! loopback upstream and a real loopback issuer.
+
+#![allow(clippy::unwrap_used)]
+
+mod config;
+mod jwks;
+mod jwt;
+mod process;
+mod proxy;
+mod support;

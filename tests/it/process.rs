@@ -1,0 +1,338 @@
+//! The `authgate` binary itself: `check` output and exit codes, SIGTERM
+//! drain, SIGHUP reload, `token inspect`, and the demo end to end.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::support::{Upstream, eventually, temp_dir};
+
+const BIN: &str = env!("CARGO_BIN_EXE_authgate");
+
+fn signal(child: &Child, sig: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{sig}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    for _ in 0..200 {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    panic!("authgate did not exit");
+}
+
+#[test]
+fn check_lists_every_problem_and_exits_2() {
+    let dir = temp_dir("check");
+    let file = dir.join("gateway.yaml");
+    std::fs::write(&file, "server:\n  idle_timeout: soon\nroutes:\n  - name: a\n    match: { path: /a }\n    upstream: \"http://127.0.0.1:1\"\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(
+        stderr.lines().collect::<Vec<_>>(),
+        [
+            r#"server.idle_timeout: "soon" is not a duration (a number with ms, s, m or h, like 500ms or 30s)"#,
+            "routes[0].auth: missing (`public` or a policy with issuers; there is no implicit public route)",
+        ]
+    );
+    let ok = Command::new(BIN)
+        .args([
+            "check",
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/gateway.yaml"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+}
+
+#[test]
+fn check_strict_turns_lints_into_errors() {
+    let dir = temp_dir("strict");
+    let file = dir.join("gateway.yaml");
+    std::fs::write(
+        &file,
+        "routes:\n  - name: a\n    match: { path: /a }\n    upstream: \"http://10.0.0.1:80\"\n    auth: public\n    forward: { authorization: keep }\n",
+    )
+    .unwrap();
+    let lax = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(lax.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&lax.stderr)
+            .starts_with("warning: routes[0].forward.authorization:")
+    );
+    let strict = Command::new(BIN)
+        .args(["check", "--strict", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(strict.status.code(), Some(2));
+}
+
+fn write_config(
+    dir: &std::path::Path,
+    port: u16,
+    admin: u16,
+    upstream: &str,
+    path: &str,
+) -> std::path::PathBuf {
+    let file = dir.join("gateway.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "server:\n  listen: \"127.0.0.1:{port}\"\n  drain_timeout: 10s\nadmin:\n  listen: \"127.0.0.1:{admin}\"\nroutes:\n  - name: r\n    match: {{ path_prefix: {path} }}\n    upstream: \"{upstream}\"\n    auth: public\n"
+        ),
+    )
+    .unwrap();
+    file
+}
+
+async fn start(file: &std::path::Path, admin: u16) -> Child {
+    let child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually("the gateway to be ready", async || {
+        reqwest::get(format!("http://127.0.0.1:{admin}/readyz"))
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    child
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_requests_and_exits_0() {
+    let up = Upstream::spawn().await;
+    let (port, admin) = (free_port(), free_port());
+    let file = write_config(&temp_dir("drain"), port, admin, &up.url(), "/");
+    let mut child = start(&file, admin).await;
+    let slow = tokio::spawn(reqwest::get(format!(
+        "http://127.0.0.1:{port}/slow?delay_ms=1500"
+    )));
+    eventually("the slow request to reach the upstream", async || {
+        up.count() == 1
+    })
+    .await;
+    signal(&child, "TERM");
+    eventually("readyz to turn 503", async || {
+        reqwest::get(format!("http://127.0.0.1:{admin}/readyz"))
+            .await
+            .is_ok_and(|r| r.status() == 503)
+    })
+    .await;
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err(),
+        "the listener must stop accepting"
+    );
+    let r = slow.await.unwrap().unwrap();
+    assert_eq!(r.status(), 200, "the in-flight request finishes");
+    assert!(wait_exit(&mut child).await.success());
+}
+
+#[tokio::test]
+async fn sighup_reloads_and_a_bad_file_keeps_the_old_config() {
+    let up = Upstream::spawn().await;
+    let (port, admin) = (free_port(), free_port());
+    let dir = temp_dir("reload");
+    let file = write_config(&dir, port, admin, &up.url(), "/old");
+    let mut child = start(&file, admin).await;
+    let get = async |path: &str| {
+        reqwest::get(format!("http://127.0.0.1:{port}{path}"))
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(get("/old").await, 200);
+    write_config(&dir, port, admin, &up.url(), "/new");
+    signal(&child, "HUP");
+    eventually("the new route", async || get("/new").await == 200).await;
+    assert_eq!(get("/old").await, 404);
+    std::fs::write(&file, "routes: [ {name: broken} ]\n").unwrap();
+    signal(&child, "HUP");
+    let metrics = format!("http://127.0.0.1:{admin}/metrics");
+    eventually("a refused reload to be counted", async || {
+        reqwest::get(&metrics)
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+            .contains(r#"authgate_config_reloads_total{result="error"} 1"#)
+    })
+    .await;
+    assert_eq!(get("/new").await, 200, "the old config keeps serving");
+    signal(&child, "TERM");
+    assert!(wait_exit(&mut child).await.success());
+}
+
+#[test]
+fn token_inspect_prints_claims_not_verified_and_no_signature() {
+    let token = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLWJ5dGVz";
+    let mut child = Command::new(BIN)
+        .args(["token", "inspect"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(token.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NOT VERIFIED"));
+    assert!(stdout.contains(r#""sub": "alice""#), "{stdout}");
+    assert!(!stdout.contains("c2lnbmF0dXJlLWJ5dGVz"));
+}
+
+#[tokio::test]
+async fn the_demo_works_end_to_end() {
+    let mut child = Command::new(BIN)
+        .args(["demo", "--ephemeral-ports", "--log-level", "warn"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let lines = tokio::task::spawn_blocking(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            let done = line.starts_with("curl -s http://");
+            lines.push(line);
+            if done {
+                break;
+            }
+        }
+        lines
+    })
+    .await
+    .unwrap();
+    let field = |prefix: &str| {
+        lines
+            .iter()
+            .find_map(|l| l.trim_start().strip_prefix(prefix))
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    let (gw, issuer, admin) = (field("gateway"), field("issuer"), field("admin"));
+    let token = field("TOKEN=");
+    let client = reqwest::Client::new();
+    let ok = client
+        .get(format!("{gw}/orders/42"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    let echo = ok.text().await.unwrap();
+    assert!(echo.contains(r#""x-auth-subject": "alice""#), "{echo}");
+    assert_eq!(
+        client
+            .get(format!("{gw}/orders/42"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let mint = async |q: &str| {
+        client
+            .get(format!("{issuer}/token?{q}"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let profile = mint("sub=bob&scope=profile").await;
+    assert_eq!(
+        client
+            .get(format!("{gw}/orders/42"))
+            .bearer_auth(profile)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    let expired = mint("sub=alice&scope=orders:read&ttl=-300").await;
+    assert_eq!(
+        client
+            .get(format!("{gw}/orders/42"))
+            .bearer_auth(expired)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        client
+            .get(format!("{gw}/tenants/globex/orders"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    let metrics = client
+        .get(format!("{admin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"authgate_auth_failures_total{route="orders",reason="expired"} 1"#),
+        "{metrics}"
+    );
+    signal(&child, "INT");
+    assert!(wait_exit(&mut child).await.success());
+}

@@ -1,0 +1,39 @@
+//! A test CA and a server certificate for 127.0.0.1 / localhost, written
+//! as PEM files into a temp dir.
+
+use std::path::PathBuf;
+
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+
+pub struct TestPki {
+    pub dir: PathBuf,
+    pub ca_pem: String,
+}
+
+impl TestPki {
+    /// Writes `server.crt` (leaf + CA chain), `server.key` (PKCS#8) and `ca.crt`.
+    pub fn new() -> Self {
+        let dir = super::temp_dir("pki");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+        let leaf_key = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .unwrap()
+            .signed_by(&leaf_key, &ca)
+            .unwrap();
+        let ca_pem = ca.pem();
+        std::fs::write(dir.join("server.crt"), format!("{}{}", leaf.pem(), ca_pem)).unwrap();
+        std::fs::write(dir.join("server.key"), leaf_key.serialize_pem()).unwrap();
+        std::fs::write(dir.join("ca.crt"), &ca_pem).unwrap();
+        Self { dir, ca_pem }
+    }
+
+    /// A reqwest client trusting only the test CA.
+    pub fn client(&self, http2_only: bool) -> reqwest::Client {
+        let ca = reqwest::Certificate::from_pem(self.ca_pem.as_bytes()).unwrap();
+        let b = reqwest::Client::builder().tls_certs_only([ca]);
+        let b = if http2_only { b } else { b.http1_only() };
+        b.build().unwrap()
+    }
+}
