@@ -5,6 +5,7 @@
 pub mod echo;
 pub mod issuer;
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
@@ -22,7 +23,8 @@ pub async fn run(ephemeral: bool) -> ExitCode {
     };
     match start(ephemeral).await {
         Ok((running, banner)) => {
-            println!("{banner}");
+            // A closed stdout (piped into `head`) must not stop the demo.
+            let _ = writeln!(std::io::stdout().lock(), "{banner}");
             while signals.next().await != Signal::Terminate {}
             running.shutdown().await;
             ExitCode::SUCCESS

@@ -230,7 +230,7 @@ async fn the_demo_works_end_to_end() {
     let mut child = Command::new(BIN)
         .args(["demo", "--ephemeral-ports", "--log-level", "warn"])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
@@ -334,5 +334,8 @@ async fn the_demo_works_end_to_end() {
         "{metrics}"
     );
     signal(&child, "INT");
-    assert!(wait_exit(&mut child).await.success());
+    let status = wait_exit(&mut child).await;
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(status.success(), "{status:?}: {err}");
 }
