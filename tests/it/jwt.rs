@@ -568,3 +568,107 @@ routes:
     assert_eq!(call(forged).await, 401);
     assert_eq!(up.count(), 2);
 }
+
+#[tokio::test]
+async fn clients_are_matched_against_azp_or_client_id() {
+    let key = Signer::es256("k");
+    let issuer = TestIssuer::spawn(&[&key]).await;
+    let up = Upstream::spawn().await;
+    let gw = TestGateway::start(&format!(
+        r#"
+issuers:
+  idp: {{ issuer: "{iss}", jwks_uri: "{iss}/jwks.json", algorithms: [ES256], audiences: [api] }}
+routes:
+  - name: r
+    match: {{ path_prefix: / }}
+    upstream: "{up}"
+    auth: {{ issuers: [idp], clients: [web-app] }}
+"#,
+        iss = issuer.url,
+        up = up.url()
+    ))
+    .await;
+    let call = async |claim: &str, value: &str| {
+        let mut c = issuer.claims();
+        c[claim] = value.into();
+        let token = key.token("ES256", json!({}), &c);
+        let r = reqwest::Client::new()
+            .get(format!("{}/x", gw.url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        (
+            r.status().as_u16(),
+            r.headers()
+                .get("www-authenticate")
+                .map(|v| v.to_str().unwrap().to_owned()),
+        )
+    };
+    assert_eq!(call("azp", "web-app").await.0, 200);
+    assert_eq!(call("client_id", "web-app").await.0, 200);
+    let (status, challenge) = call("azp", "mobile-app").await;
+    assert_eq!(status, 403);
+    assert!(challenge.unwrap().contains(r#"error="insufficient_scope""#));
+    assert_eq!(
+        call("sub", "web-app").await.0,
+        403,
+        "no azp or client_id at all"
+    );
+    assert_eq!(up.count(), 2);
+}
+
+#[tokio::test]
+async fn hmac_issuers_take_their_secret_from_the_environment_only() {
+    let secret = "0123456789abcdef0123456789abcdef-long-enough";
+    let up = Upstream::spawn().await;
+    let yaml = format!(
+        r#"
+server: {{ listen: "127.0.0.1:0" }}
+admin: {{ listen: "127.0.0.1:0" }}
+issuers:
+  internal: {{ issuer: "internal", hmac_secret_env: SHARED_SECRET, algorithms: [HS256], audiences: [api] }}
+routes:
+  - name: r
+    match: {{ path_prefix: / }}
+    upstream: "{}"
+    auth: {{ issuers: [internal] }}
+"#,
+        up.url()
+    );
+    let loaded = authgate::config::parse(&yaml, std::path::Path::new("."), &|n| {
+        (n == "SHARED_SECRET").then(|| secret.to_owned())
+    })
+    .unwrap();
+    let running = authgate::server::Running::start(loaded.config)
+        .await
+        .unwrap();
+    let sign = |alg: &str, key: &[u8]| {
+        let header = b64(json!({"alg": alg, "typ": "JWT"}).to_string());
+        let claims =
+            json!({"iss": "internal", "aud": "api", "sub": "svc", "iat": now(), "exp": now() + 60});
+        let input = format!("{header}.{}", b64(claims.to_string()));
+        format!("{input}.{}", b64(hmac(alg, key, input.as_bytes())))
+    };
+    let call = async |token: String| {
+        reqwest::Client::new()
+            .get(format!("http://{}/x", running.proxy_addr))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(call(sign("HS256", secret.as_bytes())).await, 200);
+    assert_eq!(
+        call(sign("HS256", b"another-secret-of-32-bytes-or-more!!")).await,
+        401
+    );
+    assert_eq!(
+        call(sign("HS512", secret.as_bytes())).await,
+        401,
+        "HS512 is not in the issuer's list"
+    );
+    assert_eq!(up.count(), 1);
+}

@@ -464,3 +464,44 @@ async fn websocket_upgrades_are_spliced_through() {
     let seen = &up.seen()[0];
     assert_eq!(seen.headers["upgrade"], "websocket");
 }
+
+#[tokio::test]
+async fn https_upstreams_are_verified_against_the_configured_ca() {
+    let pki = TestPki::new();
+    let up = Upstream::spawn_tls(pki.acceptor()).await;
+    let port = up.addr.port();
+    let gw = TestGateway::start_in(
+        &format!(
+            r#"
+routes:
+  - name: trusted
+    match: {{ path_prefix: /trusted }}
+    upstream: "https://localhost:{port}"
+    auth: public
+    forward: {{ ca_file: ca.crt }}
+  - name: untrusted
+    match: {{ path_prefix: /untrusted }}
+    upstream: "https://localhost:{port}"
+    auth: public
+"#
+        ),
+        &pki.dir,
+    )
+    .await;
+    assert_eq!(
+        raw::get(gw.running.proxy_addr, "/trusted/x", &[])
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        up.seen()[0].headers["host"],
+        format!("localhost:{port}").as_str()
+    );
+    let r = raw::get(gw.running.proxy_addr, "/untrusted/x", &[]).await;
+    assert_eq!(
+        r.status, 502,
+        "a certificate from an unknown CA must be refused"
+    );
+    assert_eq!(up.count(), 1);
+}

@@ -29,6 +29,17 @@ impl TestPki {
         Self { dir, ca_pem }
     }
 
+    /// A TLS acceptor presenting the server certificate (for HTTPS upstreams).
+    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        let config = authgate::tls::server_config(&authgate::config::TlsConfig {
+            cert_file: self.dir.join("server.crt"),
+            key_file: self.dir.join("server.key"),
+            client_ca_file: None,
+        })
+        .unwrap();
+        tokio_rustls::TlsAcceptor::from(config)
+    }
+
     /// A reqwest client trusting only the test CA.
     pub fn client(&self, http2_only: bool) -> reqwest::Client {
         let ca = reqwest::Certificate::from_pem(self.ca_pem.as_bytes()).unwrap();

@@ -30,6 +30,15 @@ pub struct Upstream {
 
 impl Upstream {
     pub async fn spawn() -> Self {
+        Self::spawn_with(None).await
+    }
+
+    /// An upstream serving HTTPS with `acceptor`'s certificate.
+    pub async fn spawn_tls(acceptor: tokio_rustls::TlsAcceptor) -> Self {
+        Self::spawn_with(Some(acceptor)).await
+    }
+
+    async fn spawn_with(tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let up = Self {
             addr: listener.local_addr().unwrap(),
@@ -42,14 +51,29 @@ impl Upstream {
                     continue;
                 };
                 let up = served.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| {
                         let up = up.clone();
                         async move { Ok::<_, Infallible>(up.answer(req).await) }
                     });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection_with_upgrades(TokioIo::new(tcp), svc)
-                        .await;
+                    let builder =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    match tls {
+                        None => {
+                            let _ = builder
+                                .serve_connection_with_upgrades(TokioIo::new(tcp), svc)
+                                .await;
+                        }
+                        Some(acceptor) => {
+                            let Ok(stream) = acceptor.accept(tcp).await else {
+                                return;
+                            };
+                            let _ = builder
+                                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                                .await;
+                        }
+                    }
                 });
             }
         });
