@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 
 use crate::gateway::{Gateway, json_response};
 use crate::proxy::Body;
+use crate::telemetry::metrics::IssuerLabel;
 
 /// Serves admin requests until the task is dropped.
 pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener) {
@@ -44,6 +45,18 @@ fn answer(gateway: &Gateway, req: Request<Incoming>) -> Response<Body> {
         (&Method::GET, "/healthz") => json_response(StatusCode::OK, r#"{"status":"ok"}"#),
         (&Method::GET, "/readyz") => readyz(gateway),
         (&Method::GET, "/metrics") => {
+            for keys in gateway.runtime().keys.values() {
+                if let Some(age) = keys.age() {
+                    let label = IssuerLabel {
+                        issuer: keys.label().clone(),
+                    };
+                    gateway
+                        .metrics
+                        .jwks_key_age
+                        .get_or_create(&label)
+                        .set(age.as_secs_f64());
+                }
+            }
             let mut r = Response::new(Body::full(gateway.metrics.encode()));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,

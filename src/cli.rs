@@ -161,16 +161,88 @@ async fn run_gateway(path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let mut watch = FileWatch::new(watched_files(&running.gateway, path)).await;
+    let mut tick = tokio::time::interval(WATCH_EVERY);
     loop {
-        match signals.next().await {
-            Signal::Terminate => break,
-            Signal::Reload => reload(&running.gateway, path).await,
+        tokio::select! {
+            signal = signals.next() => match signal {
+                Signal::Terminate => break,
+                Signal::Reload => {
+                    reload(&running.gateway, path).await;
+                    watch = FileWatch::new(watched_files(&running.gateway, path)).await;
+                }
+            },
+            _ = tick.tick() => {
+                if watch.changed().await {
+                    tracing::info!("config or certificate file changed");
+                    reload(&running.gateway, path).await;
+                    watch = FileWatch::new(watched_files(&running.gateway, path)).await;
+                }
+            }
         }
     }
     tracing::info!("terminating");
     running.shutdown().await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// How often watched files are checked.
+const WATCH_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The config file and the TLS files it names.
+fn watched_files(gateway: &Gateway, config: &Path) -> Vec<PathBuf> {
+    let mut files = vec![config.to_owned()];
+    if let Some(tls) = &gateway.runtime().config.server.tls {
+        files.push(tls.cert_file.clone());
+        files.push(tls.key_file.clone());
+        files.extend(tls.client_ca_file.clone());
+    }
+    files
+}
+
+/// Polls files for changes (size and modification time), debounced: a
+/// change is reported once it has stayed the same for one more poll, so a
+/// half-written file is not loaded.
+struct FileWatch {
+    files: Vec<PathBuf>,
+    current: Vec<Option<(std::time::SystemTime, u64)>>,
+    pending: Option<Vec<Option<(std::time::SystemTime, u64)>>>,
+}
+
+impl FileWatch {
+    async fn new(files: Vec<PathBuf>) -> Self {
+        let current = Self::stamp(&files).await;
+        Self {
+            files,
+            current,
+            pending: None,
+        }
+    }
+
+    async fn stamp(files: &[PathBuf]) -> Vec<Option<(std::time::SystemTime, u64)>> {
+        let mut out = Vec::with_capacity(files.len());
+        for f in files {
+            let meta = tokio::fs::metadata(f).await.ok();
+            out.push(meta.and_then(|m| Some((m.modified().ok()?, m.len()))));
+        }
+        out
+    }
+
+    async fn changed(&mut self) -> bool {
+        let now = Self::stamp(&self.files).await;
+        if now == self.current {
+            self.pending = None;
+            return false;
+        }
+        if self.pending.as_ref() == Some(&now) {
+            self.current = now;
+            self.pending = None;
+            return true;
+        }
+        self.pending = Some(now);
+        false
+    }
 }
 
 /// Reloads `path` into `gateway`; a bad file leaves the running config serving.

@@ -120,6 +120,19 @@ impl KeyCache {
         self.read().last_error.clone()
     }
 
+    /// Time since the keys were last loaded, if ever.
+    pub fn age(&self) -> Option<Duration> {
+        if !self.needs_fetching() {
+            return None;
+        }
+        self.read().loaded_at.map(|t| t.elapsed())
+    }
+
+    /// The issuer's name as a metric label.
+    pub fn label(&self) -> &Name {
+        &self.name
+    }
+
     /// True when a key with `kid` is still in the current set.
     pub fn still_has(&self, kid: Option<&str>) -> bool {
         self.usable().is_some_and(|k| k.contains(kid))

@@ -79,6 +79,8 @@ pub struct Metrics {
     pub jwks_refresh: Family<IssuerResult, Counter>,
     /// `authgate_jwks_keys{issuer}`
     pub jwks_keys: Family<IssuerLabel, Gauge>,
+    /// `authgate_jwks_key_age_seconds{issuer}`: time since keys were last fetched
+    pub jwks_key_age: Family<IssuerLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// `authgate_verified_cache_total{result}`: hit or miss
     pub verified_cache: Family<ResultLabel, Counter>,
     /// `authgate_config_reloads_total{result}`: success or error
@@ -101,6 +103,7 @@ impl Metrics {
         let auth_duration = Histogram::new(exponential_buckets(0.000_002, 2.0, 18));
         let jwks_refresh = Family::default();
         let jwks_keys = Family::default();
+        let jwks_key_age = Family::default();
         let verified_cache = Family::default();
         let config_reloads = Family::default();
         registry.register(
@@ -134,6 +137,11 @@ impl Metrics {
             jwks_keys.clone(),
         );
         registry.register(
+            "jwks_key_age_seconds",
+            "Seconds since each issuer's keys were last fetched",
+            jwks_key_age.clone(),
+        );
+        registry.register(
             "verified_cache",
             "Verified-token cache lookups, by result",
             verified_cache.clone(),
@@ -151,6 +159,7 @@ impl Metrics {
             auth_duration,
             jwks_refresh,
             jwks_keys,
+            jwks_key_age,
             verified_cache,
             config_reloads,
         }

@@ -6,6 +6,7 @@
 mod config;
 mod jwks;
 mod jwt;
+mod ops;
 mod process;
 mod proxy;
 mod support;
