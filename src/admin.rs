@@ -17,6 +17,15 @@ use crate::gateway::{Gateway, json_response};
 use crate::proxy::Body;
 use crate::telemetry::metrics::IssuerLabel;
 
+/// Liveness path.
+pub const HEALTHZ: &str = "/healthz";
+/// Readiness path.
+pub const READYZ: &str = "/readyz";
+/// Metrics path.
+pub const METRICS: &str = "/metrics";
+/// Revocation path.
+pub const REVOCATIONS: &str = "/revocations";
+
 /// Serves admin requests until the task is dropped.
 pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener) {
     loop {
@@ -42,9 +51,9 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener) {
 
 fn answer(gateway: &Gateway, req: Request<Incoming>) -> Response<Body> {
     match (req.method(), req.uri().path()) {
-        (&Method::GET, "/healthz") => json_response(StatusCode::OK, r#"{"status":"ok"}"#),
-        (&Method::GET, "/readyz") => readyz(gateway),
-        (&Method::GET, "/metrics") => {
+        (&Method::GET, HEALTHZ) => json_response(StatusCode::OK, r#"{"status":"ok"}"#),
+        (&Method::GET, READYZ) => readyz(gateway),
+        (&Method::GET, METRICS) => {
             for keys in gateway.runtime().keys.values() {
                 if let Some(age) = keys.age() {
                     let label = IssuerLabel {
@@ -66,9 +75,7 @@ fn answer(gateway: &Gateway, req: Request<Incoming>) -> Response<Body> {
             );
             r
         }
-        (&Method::POST, "/revocations")
-            if gateway.runtime().config.admin.token_sha256.is_some() =>
-        {
+        (&Method::POST, REVOCATIONS) if gateway.runtime().config.admin.token_sha256.is_some() => {
             json_response(
                 StatusCode::NOT_IMPLEMENTED,
                 r#"{"error":"not_implemented","error_description":"revocation is not available in this build"}"#,

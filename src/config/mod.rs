@@ -18,7 +18,10 @@ use http::{HeaderName, Method};
 use jsonwebtoken::Algorithm;
 
 pub use duration::parse_duration;
-pub use validate::{DEFAULT_IDENTITY_HEADERS, is_hmac, is_loopback_host, normalise_typ};
+pub use validate::{
+    DEFAULT_ADMIN_LISTEN, DEFAULT_DRAIN_TIMEOUT, DEFAULT_IDENTITY_HEADERS, DEFAULT_LISTEN, is_hmac,
+    is_loopback_host, normalise_typ,
+};
 
 /// One thing wrong with a config file, printed as `path: problem (expected)`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -23,6 +23,13 @@ use super::*;
 /// Shortest HMAC secret accepted (RFC 7518 §3.2: at least the hash size).
 const MIN_HMAC_SECRET: usize = 32;
 
+/// Default `server.listen`.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8443";
+/// Default `admin.listen`.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
+/// Default `server.drain_timeout`.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Default identity headers (CONTRACT §2 `forward.headers`).
 pub const DEFAULT_IDENTITY_HEADERS: [(&str, &str); 3] = [
     ("x-auth-subject", "sub"),
@@ -189,7 +196,7 @@ impl Validator<'_> {
             self.problem("server.max_connections", "must not be 0", "at least 1");
         }
         let server = ServerConfig {
-            listen: self.addr("server.listen", f.listen.as_deref(), "0.0.0.0:8443"),
+            listen: self.addr("server.listen", f.listen.as_deref(), DEFAULT_LISTEN),
             tls,
             header_read_timeout: self.duration(
                 "server.header_read_timeout",
@@ -206,7 +213,7 @@ impl Validator<'_> {
             drain_timeout: self.duration(
                 "server.drain_timeout",
                 f.drain_timeout.as_deref(),
-                Duration::from_secs(30),
+                DEFAULT_DRAIN_TIMEOUT,
             ),
         };
         Some((server, tls_server))
@@ -232,7 +239,7 @@ impl Validator<'_> {
             },
         };
         Some(AdminConfig {
-            listen: self.addr("admin.listen", f.listen.as_deref(), "127.0.0.1:9901"),
+            listen: self.addr("admin.listen", f.listen.as_deref(), DEFAULT_ADMIN_LISTEN),
             token_sha256,
         })
     }

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod config;
+mod deploy;
 mod jwks;
 mod jwt;
 mod ops;
