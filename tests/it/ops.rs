@@ -7,35 +7,17 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::support::binary::{BIN, free_port, run, signal};
 use crate::support::issuer::{b64, hmac};
 use crate::support::tls::TestPki;
 use crate::support::{Signer, TestIssuer, Upstream, eventually, now, raw, temp_dir};
 
-const BIN: &str = env!("CARGO_BIN_EXE_authgate");
 const HMAC_SECRET: &str = "hmac-secret-value-0123456789-abcdefghij";
 const ADMIN_TOKEN: &str = "admin-token-value-9f8e7d6c5b4a";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn sha256_hex(s: &str) -> String {
     let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, s.as_bytes());
     d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn kill(pid: u32, sig: &str) {
-    assert!(
-        Command::new("kill")
-            .args([&format!("-{sig}"), &pid.to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
 }
 
 #[tokio::test]
@@ -187,7 +169,7 @@ routes:
     }
     assert!(up.count() >= 4, "valid tokens were forwarded");
 
-    kill(child.id(), "TERM");
+    signal(&child, "TERM");
     assert!(child.wait().unwrap().success());
     let logs = format!("{}{}", out.join().unwrap(), err.join().unwrap());
     assert!(logs.lines().count() > 50, "trace level must actually log");
@@ -277,23 +259,6 @@ async fn metrics_expose_the_contract_names() {
     }
 }
 
-async fn run(file: &std::path::Path, admin: u16) -> std::process::Child {
-    let child = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(file)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    eventually("ready", async || {
-        reqwest::get(format!("http://127.0.0.1:{admin}/readyz"))
-            .await
-            .is_ok_and(|r| r.status() == 200)
-    })
-    .await;
-    child
-}
-
 #[tokio::test]
 async fn a_changed_config_file_is_reloaded_without_a_signal() {
     let up = Upstream::spawn().await;
@@ -329,7 +294,7 @@ async fn a_changed_config_file_is_reloaded_without_a_signal() {
         200,
         "an invalid edit leaves the running config"
     );
-    kill(child.id(), "TERM");
+    signal(&child, "TERM");
     assert!(child.wait().unwrap().success());
 }
 
@@ -359,6 +324,6 @@ async fn a_replaced_certificate_is_served_to_new_connections() {
     })
     .await;
     assert!(first.client(false).get(&url).send().await.is_err());
-    kill(child.id(), "TERM");
+    signal(&child, "TERM");
     assert!(child.wait().unwrap().success());
 }

@@ -2,39 +2,10 @@
 //! drain, SIGHUP reload, `token inspect`, and the demo end to end.
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::{Command, Stdio};
 
+use crate::support::binary::{BIN, free_port, run, signal, wait_exit};
 use crate::support::{Upstream, eventually, temp_dir};
-
-const BIN: &str = env!("CARGO_BIN_EXE_authgate");
-
-fn signal(child: &Child, sig: &str) {
-    let status = Command::new("kill")
-        .args([&format!("-{sig}"), &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
-    for _ in 0..200 {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let _ = child.kill();
-    panic!("authgate did not exit");
-}
 
 #[test]
 fn check_lists_every_problem_and_exits_2() {
@@ -116,29 +87,12 @@ fn write_config(
     file
 }
 
-async fn start(file: &std::path::Path, admin: u16) -> Child {
-    let child = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(file)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    eventually("the gateway to be ready", async || {
-        reqwest::get(format!("http://127.0.0.1:{admin}/readyz"))
-            .await
-            .is_ok_and(|r| r.status() == 200)
-    })
-    .await;
-    child
-}
-
 #[tokio::test]
 async fn sigterm_drains_in_flight_requests_and_exits_0() {
     let up = Upstream::spawn().await;
     let (port, admin) = (free_port(), free_port());
     let file = write_config(&temp_dir("drain"), port, admin, &up.url(), "/");
-    let mut child = start(&file, admin).await;
+    let mut child = run(&file, admin).await;
     let slow = tokio::spawn(reqwest::get(format!(
         "http://127.0.0.1:{port}/slow?delay_ms=1500"
     )));
@@ -170,7 +124,7 @@ async fn sighup_reloads_and_a_bad_file_keeps_the_old_config() {
     let (port, admin) = (free_port(), free_port());
     let dir = temp_dir("reload");
     let file = write_config(&dir, port, admin, &up.url(), "/old");
-    let mut child = start(&file, admin).await;
+    let mut child = run(&file, admin).await;
     let get = async |path: &str| {
         reqwest::get(format!("http://127.0.0.1:{port}{path}"))
             .await

@@ -1,6 +1,7 @@
 //! Test support: a real JWKS issuer, a real echo upstream and a real
 //! gateway, all on 127.0.0.1 with ephemeral ports.
 
+pub mod binary;
 pub mod gateway;
 pub mod issuer;
 pub mod raw;
