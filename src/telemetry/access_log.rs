@@ -13,7 +13,8 @@ use crate::auth::token::fingerprint;
 #[derive(Debug)]
 pub struct AccessLog {
     method: Method,
-    path: String,
+    /// Cloning a `Uri` shares its bytes; only the path is ever logged.
+    uri: Uri,
     /// Matched route.
     pub route: Option<Name>,
     /// Issuer (config name) that verified the token.
@@ -35,7 +36,7 @@ impl AccessLog {
     pub fn start(method: &Method, uri: &Uri) -> Self {
         Self {
             method: method.clone(),
-            path: uri.path().to_owned(),
+            uri: uri.clone(),
             route: None,
             issuer: None,
             subject: None,
@@ -55,7 +56,7 @@ impl AccessLog {
             target: "authgate::access",
             route = self.route.as_ref().map(|r| &*r.0),
             method = self.method.as_str(),
-            path = %self.path,
+            path = self.uri.path(),
             status = status.as_u16(),
             duration_ms = took.as_secs_f64() * 1000.0,
             issuer = self.issuer.as_deref(),
