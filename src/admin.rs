@@ -13,8 +13,12 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+
 use crate::gateway::{Gateway, json_response};
 use crate::proxy::Body;
+use crate::revocation::{Revocation, body};
 use crate::telemetry::metrics::IssuerLabel;
 
 /// Liveness path.
@@ -40,7 +44,7 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener) {
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let gateway = gateway.clone();
-                async move { Ok::<_, Infallible>(answer(&gateway, req)) }
+                async move { Ok::<_, Infallible>(answer(&gateway, req).await) }
             });
             let _ = auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(tcp), service)
@@ -49,7 +53,7 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener) {
     }
 }
 
-fn answer(gateway: &Gateway, req: Request<Incoming>) -> Response<Body> {
+async fn answer(gateway: &Gateway, req: Request<Incoming>) -> Response<Body> {
     match (req.method(), req.uri().path()) {
         (&Method::GET, HEALTHZ) => json_response(StatusCode::OK, r#"{"status":"ok"}"#),
         (&Method::GET, READYZ) => readyz(gateway),
@@ -75,14 +79,96 @@ fn answer(gateway: &Gateway, req: Request<Incoming>) -> Response<Body> {
             );
             r
         }
-        (&Method::POST, REVOCATIONS) if gateway.runtime().config.admin.token_sha256.is_some() => {
-            json_response(
-                StatusCode::NOT_IMPLEMENTED,
-                r#"{"error":"not_implemented","error_description":"revocation is not available in this build"}"#,
-            )
-        }
+        (&Method::POST, REVOCATIONS) => revoke(gateway, req).await,
         _ => json_response(StatusCode::NOT_FOUND, r#"{"error":"not_found"}"#),
     }
+}
+
+/// Largest accepted revocation body.
+const MAX_REVOCATION_BYTES: usize = 16 * 1024;
+
+/// `POST /revocations`: 404 without `admin.token_sha256`; 401 unless the
+/// bearer token's SHA-256 matches (compared in constant time); 400 naming
+/// what is wrong with the body; 503 if the store cannot take it; else 204.
+async fn revoke(gateway: &Gateway, req: Request<Incoming>) -> Response<Body> {
+    let runtime = gateway.runtime();
+    let Some(expected) = runtime.config.admin.token_sha256 else {
+        return json_response(StatusCode::NOT_FOUND, r#"{"error":"not_found"}"#);
+    };
+    if !admin_token_matches(req.headers(), &expected) {
+        let mut r = json_response(
+            StatusCode::UNAUTHORIZED,
+            r#"{"error":"invalid_token","error_description":"the admin bearer token is missing or wrong"}"#,
+        );
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(r#"Bearer realm="authgate-admin""#),
+        );
+        return r;
+    }
+    let bytes = match Limited::new(req.into_body(), MAX_REVOCATION_BYTES)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return invalid(&format!(
+                "body: unreadable or larger than {MAX_REVOCATION_BYTES} bytes"
+            ));
+        }
+    };
+    let revocation = match body::parse(&bytes, &runtime.config.issuers) {
+        Ok(r) => r,
+        Err(problem) => return invalid(&problem),
+    };
+    if let Err(e) = runtime.revocations.revoke(&revocation).await {
+        tracing::error!(error = %e, "revocation not stored");
+        let mut r = json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            r#"{"error":"temporarily_unavailable","error_description":"the revocation store is unavailable; nothing was revoked"}"#,
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return r;
+    }
+    runtime.auth.forget(&revocation);
+    match &revocation {
+        Revocation::Token { jti, expires_at } => {
+            tracing::info!(jti, expires_at, "token revoked");
+        }
+        Revocation::Subject {
+            issuer,
+            sub,
+            issued_before,
+            ..
+        } => tracing::info!(issuer, sub, issued_before, "subject revoked"),
+    }
+    let mut r = Response::new(Body::full(Bytes::new()));
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    r
+}
+
+/// Exactly one `Authorization: Bearer` header whose SHA-256 equals `expected`.
+fn admin_token_matches(headers: &http::HeaderMap, expected: &[u8; 32]) -> bool {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return false;
+    };
+    let Some(token) = value
+        .as_bytes()
+        .split_at_checked(7)
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case(b"bearer "))
+        .map(|(_, token)| token.trim_ascii())
+    else {
+        return false;
+    };
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token);
+    aws_lc_rs::constant_time::verify_slices_are_equal(digest.as_ref(), expected).is_ok()
+}
+
+fn invalid(problem: &str) -> Response<Body> {
+    let body = serde_json::json!({"error": "invalid_request", "error_description": problem});
+    json_response(StatusCode::BAD_REQUEST, body.to_string())
 }
 
 fn readyz(gateway: &Gateway) -> Response<Body> {
@@ -90,11 +176,8 @@ fn readyz(gateway: &Gateway) -> Response<Body> {
     if gateway.is_draining() {
         not_ready.push(serde_json::json!({"component": "gateway", "problem": "shutting down"}));
     }
-    for (issuer, error) in gateway.runtime().not_ready() {
-        not_ready.push(serde_json::json!({
-            "component": format!("issuers.{issuer}"),
-            "problem": error.unwrap_or_else(|| "keys not loaded yet".into()),
-        }));
+    for (component, problem) in gateway.runtime().not_ready() {
+        not_ready.push(serde_json::json!({"component": component, "problem": problem}));
     }
     if not_ready.is_empty() {
         json_response(StatusCode::OK, r#"{"status":"ready"}"#)

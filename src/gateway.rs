@@ -15,9 +15,11 @@ use hyper::body::Incoming;
 
 use crate::auth::{Authenticator, Identity, identity};
 use crate::config::{Config, ConfigProblem, RouteAuth};
+use crate::introspection::Introspector;
 use crate::jwks::KeyCache;
 use crate::proxy::headers::{self as rewrite, ClientInfo};
 use crate::proxy::{Body, Forwarder, forward};
+use crate::revocation::Revocations;
 use crate::routing::{self, RouteTable, Target};
 use crate::telemetry::access_log::AccessLog;
 use crate::telemetry::metrics::{Metrics, Name, RouteReason};
@@ -35,6 +37,11 @@ pub struct Runtime {
     pub forwarder: Forwarder,
     /// Key caches by issuer name; kept across reloads when the issuer is unchanged.
     pub keys: HashMap<String, Arc<KeyCache>>,
+    /// Introspectors by issuer name (issuers with `introspection:`); kept
+    /// across reloads like the key caches.
+    pub introspectors: HashMap<String, Arc<Introspector>>,
+    /// The revocation list; kept across reloads while `revocation:` is unchanged.
+    pub revocations: Arc<Revocations>,
 }
 
 impl Runtime {
@@ -45,7 +52,19 @@ impl Runtime {
         metrics: &Arc<Metrics>,
     ) -> Result<Self, ConfigProblem> {
         let mut keys = HashMap::new();
+        let mut introspectors = HashMap::new();
         for issuer in &config.issuers {
+            let reused = previous
+                .and_then(|p| p.introspectors.get(&issuer.name))
+                .filter(|i| **i.issuer() == **issuer)
+                .cloned();
+            let introspector = match reused {
+                Some(i) => Some(i),
+                None => Introspector::new(issuer.clone())?.map(Arc::new),
+            };
+            if let Some(i) = introspector {
+                introspectors.insert(issuer.name.clone(), i);
+            }
             let reused = previous
                 .and_then(|p| p.keys.get(&issuer.name))
                 .filter(|k| **k.issuer() == **issuer)
@@ -56,15 +75,27 @@ impl Runtime {
             };
             keys.insert(issuer.name.clone(), cache);
         }
+        let revocations = match previous.map(|p| &p.revocations) {
+            Some(r) if *r.config() == config.revocation => r.clone(),
+            _ => Arc::new(Revocations::new(&config.revocation)?),
+        };
         let routes = std::mem::take(&mut config.routes);
         let forwarder = Forwarder::new(&routes)?;
-        let auth = Authenticator::new(&routes, &keys, metrics.clone());
+        let auth = Authenticator::new(
+            &routes,
+            &keys,
+            &introspectors,
+            revocations.clone(),
+            metrics.clone(),
+        );
         Ok(Self {
             config,
             routes: RouteTable::new(routes),
             auth,
             forwarder,
             keys,
+            introspectors,
+            revocations,
         })
     }
 
@@ -76,20 +107,32 @@ impl Runtime {
             .map(tokio_rustls::TlsAcceptor::from)
     }
 
-    /// Issuers whose keys have not loaded yet, with the last error.
-    pub fn not_ready(&self) -> Vec<(String, Option<String>)> {
+    /// What keeps this runtime from serving, as (config path, problem):
+    /// issuers whose keys have not loaded yet, and a revocation store that
+    /// is down under `on_store_error: deny`.
+    pub fn not_ready(&self) -> Vec<(String, String)> {
         let mut out: Vec<_> = self
             .keys
             .iter()
             .filter(|(_, k)| !k.ready())
-            .map(|(name, k)| (name.clone(), k.last_error()))
+            .map(|(name, k)| {
+                let problem = k
+                    .last_error()
+                    .unwrap_or_else(|| "keys not loaded yet".into());
+                (format!("issuers.{name}"), problem)
+            })
             .collect();
         out.sort();
+        if let Some(problem) = self.revocations.not_ready() {
+            out.push(("revocation".into(), problem));
+        }
         out
     }
 
-    /// Starts loading keys of every issuer not loaded yet (in the background).
-    pub fn start_key_loading(&self) {
+    /// Starts background work: loading keys of every issuer not loaded yet,
+    /// and the revocation store's subscription.
+    pub fn start_background(&self) {
+        self.revocations.start();
         for cache in self.keys.values() {
             if !cache.ready() {
                 let cache = cache.clone();
@@ -130,7 +173,7 @@ impl Gateway {
     pub fn reload(&self, config: Config) -> Result<(), ConfigProblem> {
         let current = self.runtime();
         let next = Runtime::build(config, Some(&current), &self.metrics)?;
-        next.start_key_loading();
+        next.start_background();
         *self.runtime.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
         Ok(())
     }

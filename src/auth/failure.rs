@@ -69,7 +69,19 @@ pub enum AuthFailure {
         /// Suggested wait before retrying.
         retry_after: Duration,
     },
+    /// The issuer's introspection endpoint is down, slow or answering
+    /// nonsense; never a pass. Counted as `keys_unavailable`: the issuer
+    /// cannot vouch for the token right now.
+    #[error("keys_unavailable: introspection")]
+    IntrospectionUnavailable,
+    /// The shared revocation store is down and `on_store_error: deny`
+    /// (an extension of CONTRACT §5's reasons: `revocation_unavailable`).
+    #[error("revocation_unavailable")]
+    RevocationUnavailable,
 }
+
+/// Retry-After for introspection and revocation-store outages.
+const RETRY_UNAVAILABLE: Duration = Duration::from_secs(5);
 
 impl AuthFailure {
     /// The metric label (CONTRACT §5 `reason`).
@@ -91,7 +103,10 @@ impl AuthFailure {
             AuthFailure::Inactive => "inactive",
             AuthFailure::InsufficientScope { .. } => "insufficient_scope",
             AuthFailure::ClaimMismatch(_) => "claim_mismatch",
-            AuthFailure::KeysUnavailable { .. } => "keys_unavailable",
+            AuthFailure::KeysUnavailable { .. } | AuthFailure::IntrospectionUnavailable => {
+                "keys_unavailable"
+            }
+            AuthFailure::RevocationUnavailable => "revocation_unavailable",
         }
     }
 
@@ -102,7 +117,9 @@ impl AuthFailure {
             AuthFailure::InsufficientScope { .. } | AuthFailure::ClaimMismatch(_) => {
                 StatusCode::FORBIDDEN
             }
-            AuthFailure::KeysUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            AuthFailure::KeysUnavailable { .. }
+            | AuthFailure::IntrospectionUnavailable
+            | AuthFailure::RevocationUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             AuthFailure::MissingToken
             | AuthFailure::Malformed(_)
             | AuthFailure::BadSignature
@@ -122,7 +139,10 @@ impl AuthFailure {
     /// The RFC 6750 `error` code, if the challenge carries one.
     fn error_code(&self) -> Option<&'static str> {
         match self {
-            AuthFailure::MissingToken | AuthFailure::KeysUnavailable { .. } => None,
+            AuthFailure::MissingToken
+            | AuthFailure::KeysUnavailable { .. }
+            | AuthFailure::IntrospectionUnavailable
+            | AuthFailure::RevocationUnavailable => None,
             AuthFailure::InvalidRequest(_) => Some("invalid_request"),
             AuthFailure::InsufficientScope { .. } | AuthFailure::ClaimMismatch(_) => {
                 Some("insufficient_scope")
@@ -162,12 +182,42 @@ impl AuthFailure {
             AuthFailure::InsufficientScope { .. } => "token lacks a required scope",
             AuthFailure::ClaimMismatch(what) => what,
             AuthFailure::KeysUnavailable { .. } => "the issuer's signing keys are unavailable",
+            AuthFailure::IntrospectionUnavailable => {
+                "the issuer's token introspection is unavailable"
+            }
+            AuthFailure::RevocationUnavailable => "the revocation list is unavailable",
+        }
+    }
+
+    /// For 503 answers: how long a client should wait before retrying.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            AuthFailure::KeysUnavailable { retry_after } => Some(*retry_after),
+            AuthFailure::IntrospectionUnavailable | AuthFailure::RevocationUnavailable => {
+                Some(RETRY_UNAVAILABLE)
+            }
+            AuthFailure::MissingToken
+            | AuthFailure::InvalidRequest(_)
+            | AuthFailure::Malformed(_)
+            | AuthFailure::BadSignature
+            | AuthFailure::UnknownKid
+            | AuthFailure::AlgorithmNotAllowed
+            | AuthFailure::Expired
+            | AuthFailure::NotYetValid(_)
+            | AuthFailure::WrongIssuer
+            | AuthFailure::WrongAudience
+            | AuthFailure::WrongType
+            | AuthFailure::LifetimeTooLong
+            | AuthFailure::Revoked
+            | AuthFailure::Inactive
+            | AuthFailure::InsufficientScope { .. }
+            | AuthFailure::ClaimMismatch(_) => None,
         }
     }
 
     /// The `WWW-Authenticate` value, if the answer carries one.
     pub fn www_authenticate(&self) -> Option<String> {
-        if let AuthFailure::KeysUnavailable { .. } = self {
+        if self.retry_after().is_some() {
             return None;
         }
         let mut v = String::from(r#"Bearer realm="authgate""#);
@@ -195,7 +245,7 @@ impl AuthFailure {
             Some(code) => {
                 serde_json::json!({"error": code, "error_description": self.description()})
             }
-            None if matches!(self, AuthFailure::KeysUnavailable { .. }) => {
+            None if self.retry_after().is_some() => {
                 serde_json::json!({"error": "temporarily_unavailable", "error_description": self.description()})
             }
             None => {
@@ -209,7 +259,7 @@ impl AuthFailure {
         {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
         }
-        if let AuthFailure::KeysUnavailable { retry_after } = self {
+        if let Some(retry_after) = self.retry_after() {
             let secs = retry_after.as_secs().max(1);
             response
                 .headers_mut()

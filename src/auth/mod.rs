@@ -19,8 +19,10 @@ pub use failure::AuthFailure;
 pub use identity::Identity;
 pub use verify::Verified;
 
-use crate::config::{Policy, RouteAuth, RouteConfig};
+use crate::config::{KeySource, Policy, RouteAuth, RouteConfig};
+use crate::introspection::Introspector;
 use crate::jwks::KeyCache;
+use crate::revocation::{Revocation, Revocations};
 use crate::routing::Params;
 use crate::telemetry::metrics::{Metrics, ResultLabel};
 
@@ -41,8 +43,19 @@ pub struct Outcome {
 pub struct Authenticator {
     /// Per route (by position): the key caches of its issuers.
     route_issuers: Vec<Vec<Arc<KeyCache>>>,
+    /// Per route: how its opaque tokens are introspected, if they are.
+    route_introspection: Vec<Option<RouteIntrospection>>,
     verified: moka::sync::Cache<[u8; 32], Arc<Verified>>,
+    revocations: Arc<Revocations>,
     metrics: Arc<Metrics>,
+}
+
+/// A route's introspecting issuer (config allows one per route).
+struct RouteIntrospection {
+    introspector: Arc<Introspector>,
+    /// No issuer of the route has keys: every token is introspected,
+    /// JWT-shaped or not.
+    only: bool,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -65,12 +78,32 @@ impl moka::Expiry<[u8; 32], Arc<Verified>> for UntilExp {
 }
 
 impl Authenticator {
-    /// Wires each route to its issuers' key caches.
+    /// Wires each route to its issuers' key caches and introspector.
     pub fn new(
         routes: &[RouteConfig],
         caches: &HashMap<String, Arc<KeyCache>>,
+        introspectors: &HashMap<String, Arc<Introspector>>,
+        revocations: Arc<Revocations>,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let route_introspection = routes
+            .iter()
+            .map(|r| match &r.auth {
+                RouteAuth::Public => None,
+                RouteAuth::Protected(p) => {
+                    let introspector = p.issuers.iter().find_map(|n| introspectors.get(n))?;
+                    let only = p.issuers.iter().all(|n| {
+                        caches
+                            .get(n)
+                            .is_none_or(|k| k.issuer().keys == KeySource::IntrospectionOnly)
+                    });
+                    Some(RouteIntrospection {
+                        introspector: introspector.clone(),
+                        only,
+                    })
+                }
+            })
+            .collect();
         let route_issuers = routes
             .iter()
             .map(|r| match &r.auth {
@@ -85,10 +118,13 @@ impl Authenticator {
         let verified = moka::sync::Cache::builder()
             .max_capacity(VERIFIED_CACHE_ENTRIES)
             .expire_after(UntilExp)
+            .support_invalidation_closures()
             .build();
         Self {
             route_issuers,
+            route_introspection,
             verified,
+            revocations,
             metrics,
         }
     }
@@ -113,18 +149,16 @@ impl Authenticator {
         };
         let digest = token.digest();
         let issuers = &self.route_issuers[route];
-        let result = match self.cached(&digest, issuers) {
-            Some(v) => Ok(v),
-            None => match verify::verify(token, issuers, verify::now()).await {
-                Ok(v) => {
-                    let v = Arc::new(v);
-                    self.verified.insert(digest, v.clone());
-                    Ok(v)
-                }
-                Err(f) => Err(f),
-            },
+        let result = match &self.route_introspection[route] {
+            Some(i) if i.only || !token::looks_like_jws(token) => {
+                i.introspector.introspect(token, digest).await
+            }
+            _ => self.verify(token, digest, issuers).await,
         };
         let result = result.and_then(|v| {
+            self.revocations
+                .check(&v.issuer, &v.claims)
+                .inspect_err(|_| self.verified.invalidate(&digest))?;
             let issuer = issuers
                 .iter()
                 .find(|k| *k.issuer().name == *v.issuer)
@@ -136,6 +170,21 @@ impl Authenticator {
             digest: Some(digest),
             result,
         }
+    }
+
+    /// A JWT's claims, from the verified-token cache or by verifying it.
+    async fn verify(
+        &self,
+        token: token::BearerToken<'_>,
+        digest: [u8; 32],
+        issuers: &[Arc<KeyCache>],
+    ) -> Result<Arc<Verified>, AuthFailure> {
+        if let Some(v) = self.cached(&digest, issuers) {
+            return Ok(v);
+        }
+        let v = Arc::new(verify::verify(token, issuers, verify::now()).await?);
+        self.verified.insert(digest, v.clone());
+        Ok(v)
     }
 
     /// A still-valid cache entry whose issuer this route accepts and whose key is still published.
@@ -154,8 +203,12 @@ impl Authenticator {
         hit
     }
 
-    /// Forgets a verified token (revocation).
-    pub fn forget(&self, digest: &[u8; 32]) {
-        self.verified.invalidate(digest);
+    /// Drops every verified token `revocation` covers from the cache (the
+    /// revocation check on each request refuses them anyway; this frees them).
+    pub fn forget(&self, revocation: &Revocation) {
+        let revocation = revocation.clone();
+        let _ = self
+            .verified
+            .invalidate_entries_if(move |_, v| revocation.covers(&v.issuer, &v.claims));
     }
 }

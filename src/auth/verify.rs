@@ -56,7 +56,7 @@ pub async fn verify(
             return Err(AuthFailure::WrongType);
         }
     }
-    let exp = check_times(&jws.claims, issuer, now)?;
+    let exp = check_times(&jws.claims, issuer, now, true)?.unwrap_or(f64::INFINITY);
     let key = keys.key_for(jws.header.kid.as_deref(), alg).await?;
     if !key.fits(alg) {
         return Err(AuthFailure::AlgorithmNotAllowed);
@@ -75,13 +75,7 @@ pub async fn verify(
     if !valid {
         return Err(AuthFailure::BadSignature);
     }
-    for claim in &issuer.required_claims {
-        if jws.claims.get(claim).is_none_or(Value::is_null) {
-            return Err(AuthFailure::Malformed(
-                "token lacks a claim the issuer requires",
-            ));
-        }
-    }
+    check_required(&jws.claims, issuer)?;
     Ok(Verified {
         issuer: issuer.name.as_str().into(),
         kid: jws.header.kid,
@@ -90,16 +84,20 @@ pub async fn verify(
     })
 }
 
-/// exp (required), nbf, iat with leeway; `max_lifetime`. Returns `exp`.
-fn check_times(
+/// exp (required for JWTs; optional in an introspection answer), nbf,
+/// iat with leeway; `max_lifetime`. Returns `exp`.
+pub(crate) fn check_times(
     claims: &Map<String, Value>,
     issuer: &crate::config::IssuerConfig,
     now: f64,
-) -> Result<f64, AuthFailure> {
+    exp_required: bool,
+) -> Result<Option<f64>, AuthFailure> {
     let leeway = issuer.leeway.as_secs_f64();
-    let exp =
-        token::time_claim(claims, "exp").ok_or(AuthFailure::Malformed("token has no exp claim"))?;
-    if now > exp + leeway {
+    let exp = token::time_claim(claims, "exp");
+    if exp.is_none() && exp_required {
+        return Err(AuthFailure::Malformed("token has no exp claim"));
+    }
+    if exp.is_some_and(|exp| now > exp + leeway) {
         return Err(AuthFailure::Expired);
     }
     if let Some(nbf) = token::time_claim(claims, "nbf") {
@@ -116,12 +114,29 @@ fn check_times(
         }
     }
     if let Some(max) = issuer.max_lifetime {
-        let iat = iat.ok_or(AuthFailure::Malformed(
-            "token has no iat claim, which this issuer's max_lifetime needs",
-        ))?;
+        let (Some(exp), Some(iat)) = (exp, iat) else {
+            return Err(AuthFailure::Malformed(
+                "token lacks exp or iat, which this issuer's max_lifetime needs",
+            ));
+        };
         if exp - iat > max.as_secs_f64() {
             return Err(AuthFailure::LifetimeTooLong);
         }
     }
     Ok(exp)
+}
+
+/// Every claim the issuer requires is present and not null.
+pub(crate) fn check_required(
+    claims: &Map<String, Value>,
+    issuer: &crate::config::IssuerConfig,
+) -> Result<(), AuthFailure> {
+    for claim in &issuer.required_claims {
+        if claims.get(claim).is_none_or(Value::is_null) {
+            return Err(AuthFailure::Malformed(
+                "token lacks a claim the issuer requires",
+            ));
+        }
+    }
+    Ok(())
 }

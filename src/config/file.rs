@@ -90,6 +90,8 @@ pub struct IntrospectionFile {
     pub client_id: String,
     pub client_secret: String,
     pub cache_ttl: Option<String>,
+    /// Extension: time allowed for one introspection call.
+    pub timeout: Option<String>,
 }
 
 /// `revocation:`

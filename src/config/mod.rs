@@ -204,6 +204,8 @@ pub struct IntrospectionConfig {
     pub client_secret: Secret,
     /// Upper bound on caching an answer.
     pub cache_ttl: Duration,
+    /// Time allowed for one call, connect included.
+    pub timeout: Duration,
 }
 
 /// `issuers.NAME.jwks_cache:`

@@ -337,7 +337,14 @@ impl Validator<'_> {
             }
         };
         let mut algorithms = Vec::new();
+        let introspection_only = f.introspection.is_some()
+            && f.jwks_uri.is_none()
+            && f.discovery != Some(true)
+            && f.jwks_file.is_none()
+            && f.hmac_secret_env.is_none();
         match &f.algorithms {
+            // Opaque tokens carry no algorithm to choose.
+            None if introspection_only => {}
             None => self.problem(
                 &join(path, "algorithms"),
                 "missing",
@@ -399,6 +406,12 @@ impl Validator<'_> {
                     format!("{:?} is not an http(s) URL", i.endpoint),
                     "https://HOST/PATH",
                 );
+            } else if i.endpoint.starts_with("http://") && !is_loopback_url(&i.endpoint) {
+                self.lint(
+                    &join(&at, "endpoint"),
+                    "tokens and the client secret sent over plain http to a non-loopback host",
+                    "an https URL",
+                );
             }
             IntrospectionConfig {
                 endpoint: i.endpoint,
@@ -408,6 +421,11 @@ impl Validator<'_> {
                     &join(&at, "cache_ttl"),
                     i.cache_ttl.as_deref(),
                     Duration::from_secs(60),
+                ),
+                timeout: self.duration(
+                    &join(&at, "timeout"),
+                    i.timeout.as_deref(),
+                    Duration::from_secs(2),
                 ),
             }
         });
@@ -816,6 +834,21 @@ impl Validator<'_> {
                     );
                 }
             }
+        }
+        let introspecting: Vec<&str> = chosen
+            .iter()
+            .filter(|c| c.introspection.is_some())
+            .map(|c| c.name.as_str())
+            .collect();
+        if introspecting.len() > 1 {
+            self.problem(
+                &join(path, "issuers"),
+                format!(
+                    "several issuers with introspection ({}), but an opaque token does not say which one issued it",
+                    introspecting.join(", ")
+                ),
+                "at most one issuer with introspection per route",
+            );
         }
         match &f.audiences {
             Some(a) if a.is_empty() => self.problem(

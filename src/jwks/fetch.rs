@@ -59,36 +59,9 @@ pub struct Fetcher {
 impl Fetcher {
     /// A client trusting the system roots plus `ca_file`, if given.
     pub fn new(ca_file: Option<&std::path::Path>, path: &str) -> Result<Self, ConfigProblem> {
-        let mut builder = reqwest::Client::builder()
-            .timeout(FETCH_TIMEOUT)
-            .connect_timeout(FETCH_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("authgate/", env!("CARGO_PKG_VERSION")));
-        if let Some(ca) = ca_file {
-            let pem = std::fs::read(ca).map_err(|e| {
-                ConfigProblem::new(
-                    path,
-                    format!("cannot read {}: {}", ca.display(), e.kind()),
-                    "a readable PEM CA file",
-                )
-            })?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|_| {
-                ConfigProblem::new(
-                    path,
-                    "no certificates in the CA file",
-                    "PEM CA certificates",
-                )
-            })?;
-            builder = builder.tls_certs_merge(certs);
-        }
-        let client = builder.build().map_err(|e| {
-            ConfigProblem::new(
-                path,
-                format!("cannot build HTTP client: {e}"),
-                "a usable CA file",
-            )
-        })?;
-        Ok(Self { client })
+        Ok(Self {
+            client: http_client(ca_file, path, FETCH_TIMEOUT)?,
+        })
     }
 
     /// GETs a JSON document.
@@ -139,6 +112,45 @@ impl Fetcher {
     }
 }
 
+/// An HTTP client for calls to an identity provider: bounded by `timeout`
+/// (connect included), no redirects, trusting the system roots plus
+/// `ca_file`. `path` names the config key for problems.
+pub fn http_client(
+    ca_file: Option<&std::path::Path>,
+    path: &str,
+    timeout: Duration,
+) -> Result<reqwest::Client, ConfigProblem> {
+    let mut builder = reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("authgate/", env!("CARGO_PKG_VERSION")));
+    if let Some(ca) = ca_file {
+        let pem = std::fs::read(ca).map_err(|e| {
+            ConfigProblem::new(
+                path,
+                format!("cannot read {}: {}", ca.display(), e.kind()),
+                "a readable PEM CA file",
+            )
+        })?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|_| {
+            ConfigProblem::new(
+                path,
+                "no certificates in the CA file",
+                "PEM CA certificates",
+            )
+        })?;
+        builder = builder.tls_certs_merge(certs);
+    }
+    builder.build().map_err(|e| {
+        ConfigProblem::new(
+            path,
+            format!("cannot build HTTP client: {e}"),
+            "a usable CA file",
+        )
+    })
+}
+
 /// `max-age` from a Cache-Control value; `no-store`/`no-cache` mean 0.
 fn max_age(value: &str) -> Option<Duration> {
     let mut age = None;
@@ -159,7 +171,7 @@ fn max_age(value: &str) -> Option<Duration> {
 }
 
 /// A transport error in words, without the URL's query (never holds token data anyway).
-fn describe(e: &reqwest::Error) -> String {
+pub fn describe(e: &reqwest::Error) -> String {
     if e.is_timeout() {
         "timed out".into()
     } else if e.is_connect() {

@@ -67,7 +67,7 @@ impl Running {
             addr: admin_listen,
             source,
         })?;
-        runtime.start_key_loading();
+        runtime.start_background();
         let gateway = Arc::new(Gateway::new(runtime, metrics));
         let (stop, stopped) = watch::channel(false);
         let proxy = tokio::spawn(listener::serve(gateway.clone(), proxy, stopped));

@@ -1,0 +1,193 @@
+//! Revocation: a deny list of single tokens (by `jti`) and of whole
+//! subjects (every token of `sub` from an issuer issued before a time).
+//!
+//! Every replica checks its own in-process [`DenyList`] on every request,
+//! so the hot path never waits on a network call. The [`Store`] behind it
+//! decides how revocations reach that list: `memory` applies them in this
+//! process; `redis` writes them to Redis (so they survive restarts) and
+//! every replica mirrors them through a subscription. While the mirror
+//! cannot be trusted to be complete (Redis unreachable), `on_store_error`
+//! decides: deny (fail closed, 503) or allow (use what was mirrored).
+
+pub mod body;
+mod denylist;
+pub mod memory;
+pub mod redis;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+pub use denylist::DenyList;
+
+use crate::auth::AuthFailure;
+use crate::config::{ConfigProblem, RevocationConfig, RevocationStore};
+
+/// A jti revocation is kept this long past the token's `expires_at`, so
+/// a token still accepted within an issuer's leeway stays refused.
+pub const KEPT_AFTER_EXPIRY: i64 = 3600;
+
+/// One revocation, as stored in Redis and published to every replica.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Revocation {
+    /// One token, by `jti`, from any issuer.
+    Token {
+        /// The token's `jti`.
+        jti: String,
+        /// The token's `exp`; the entry is dropped [`KEPT_AFTER_EXPIRY`] later.
+        expires_at: i64,
+    },
+    /// Every token of `sub` from `issuer` with `iat` before `issued_before`
+    /// (tokens without `iat` too: nothing shows they are newer).
+    Subject {
+        /// The issuer's name in the config (not its `iss` URL).
+        issuer: String,
+        /// The subject.
+        sub: String,
+        /// Seconds since the epoch.
+        issued_before: f64,
+        /// When the entry may be dropped (no token it covers can still be
+        /// valid); `None` keeps it.
+        until: Option<i64>,
+    },
+}
+
+impl Revocation {
+    /// When the entry may be forgotten, seconds since the epoch.
+    pub fn until(&self) -> Option<i64> {
+        match self {
+            Revocation::Token { expires_at, .. } => Some(expires_at + KEPT_AFTER_EXPIRY),
+            Revocation::Subject { until, .. } => *until,
+        }
+    }
+
+    /// True when this revocation refuses a token of `issuer` with `claims`.
+    pub fn covers(&self, issuer: &str, claims: &Map<String, Value>) -> bool {
+        match self {
+            Revocation::Token { jti, .. } => {
+                claims.get("jti").and_then(Value::as_str) == Some(jti.as_str())
+            }
+            Revocation::Subject {
+                issuer: i,
+                sub,
+                issued_before,
+                ..
+            } => {
+                i == issuer
+                    && claims.get("sub").and_then(Value::as_str) == Some(sub.as_str())
+                    && issued_before_time(claims, *issued_before)
+            }
+        }
+    }
+}
+
+/// `iat` before `before`; a token without a numeric `iat` counts as older.
+pub(crate) fn issued_before_time(claims: &Map<String, Value>, before: f64) -> bool {
+    claims
+        .get("iat")
+        .and_then(Value::as_f64)
+        .is_none_or(|iat| iat < before)
+}
+
+/// Why a revocation could not be stored.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Redis did not answer in time or refused the write.
+    #[error("revocation store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A boxed future, so [`Store`] stays object safe.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Where revocations are kept and how they reach every replica's [`DenyList`].
+pub trait Store: Send + Sync + fmt::Debug {
+    /// Records `revocation` durably (as far as the store goes) and applies
+    /// it to this replica's list before returning.
+    fn revoke<'a>(&'a self, revocation: &'a Revocation) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// False while this replica's list may be missing revocations.
+    fn healthy(&self) -> bool;
+    /// Why the store is not healthy, for `/readyz` and logs.
+    fn problem(&self) -> Option<String>;
+    /// Starts background work (subscriptions); called once per store.
+    fn start(&self);
+}
+
+/// The revocation list of a gateway: the store and the local deny list.
+#[derive(Debug)]
+pub struct Revocations {
+    config: RevocationConfig,
+    list: Arc<DenyList>,
+    store: Box<dyn Store>,
+}
+
+impl Revocations {
+    /// Builds the store named in the config; nothing connects until [`Revocations::start`].
+    pub fn new(config: &RevocationConfig) -> Result<Self, ConfigProblem> {
+        let list = Arc::new(DenyList::default());
+        let store: Box<dyn Store> = match &config.store {
+            RevocationStore::Memory => Box::new(memory::MemoryStore::new(list.clone())),
+            RevocationStore::Redis(url) => Box::new(redis::RedisStore::new(url, list.clone())?),
+        };
+        Ok(Self {
+            config: config.clone(),
+            list,
+            store,
+        })
+    }
+
+    /// The config this was built from (reloads keep it when unchanged).
+    pub fn config(&self) -> &RevocationConfig {
+        &self.config
+    }
+
+    /// Starts the store's background work.
+    pub fn start(&self) {
+        self.store.start();
+    }
+
+    /// Refuses revoked tokens; applies `on_store_error` while the store is down.
+    pub fn check(&self, issuer: &str, claims: &Map<String, Value>) -> Result<(), AuthFailure> {
+        if self.list.is_revoked(issuer, claims) {
+            return Err(AuthFailure::Revoked);
+        }
+        if self.config.deny_on_store_error && !self.store.healthy() {
+            return Err(AuthFailure::RevocationUnavailable);
+        }
+        Ok(())
+    }
+
+    /// Records a revocation (and applies it here).
+    pub async fn revoke(&self, revocation: &Revocation) -> Result<(), StoreError> {
+        self.store.revoke(revocation).await
+    }
+
+    /// What keeps protected routes from being served, for `/readyz`: only
+    /// an unhealthy store under `on_store_error: deny`.
+    pub fn not_ready(&self) -> Option<String> {
+        if self.config.deny_on_store_error && !self.store.healthy() {
+            Some(
+                self.store
+                    .problem()
+                    .unwrap_or_else(|| "revocation store not synchronised yet".into()),
+            )
+        } else {
+            None
+        }
+    }
+
+    /// True while the store is reachable and this replica's list complete.
+    pub fn healthy(&self) -> bool {
+        self.store.healthy()
+    }
+
+    /// Entries on this replica's list (tokens, subjects).
+    pub fn entries(&self) -> (usize, usize) {
+        self.list.entries()
+    }
+}
