@@ -196,7 +196,8 @@ async fn mirror(client: &redis::Client, list: &DenyList, health: &Health) -> Str
                     }
                 }
                 _ = ping.tick() => {
-                    timed(sink.ping::<String>()).await?;
+                    // In subscribed mode PING answers ["pong", ""]: any answer will do.
+                    timed(sink.ping::<redis::Value>()).await?;
                 }
             }
         }

@@ -10,4 +10,5 @@ mod jwt;
 mod ops;
 mod process;
 mod proxy;
+mod revocation;
 mod support;

@@ -10,15 +10,10 @@ use serde_json::{Value, json};
 use crate::support::binary::{BIN, free_port, run, signal};
 use crate::support::issuer::{b64, hmac};
 use crate::support::tls::TestPki;
-use crate::support::{Signer, TestIssuer, Upstream, eventually, now, raw, temp_dir};
+use crate::support::{Signer, TestIssuer, Upstream, eventually, now, raw, sha256_hex, temp_dir};
 
 const HMAC_SECRET: &str = "hmac-secret-value-0123456789-abcdefghij";
 const ADMIN_TOKEN: &str = "admin-token-value-9f8e7d6c5b4a";
-
-fn sha256_hex(s: &str) -> String {
-    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, s.as_bytes());
-    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
-}
 
 #[tokio::test]
 async fn no_log_line_at_trace_level_holds_a_token_or_a_secret() {

@@ -3,8 +3,10 @@
 
 pub mod binary;
 pub mod gateway;
+pub mod introspection;
 pub mod issuer;
 pub mod raw;
+pub mod redis;
 pub mod tls;
 pub mod upstream;
 
@@ -40,4 +42,10 @@ pub fn temp_dir(name: &str) -> std::path::PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// Lower-case hex SHA-256 of `s` (admin token digests, `token_fp`).
+pub fn sha256_hex(s: &str) -> String {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, s.as_bytes());
+    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
