@@ -16,10 +16,17 @@ fi
 if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
     rustup component add rustfmt clippy
 fi
-# aws-lc-sys needs a C compiler.
-if ! need cc; then
-    as_root apt-get update -qq && as_root apt-get install -y -qq build-essential
+# aws-lc-sys needs a C compiler; the revocation tests start a real
+# redis-server (and use redis-cli) from Debian's packages.
+missing=()
+need cc || missing+=(build-essential)
+{ need redis-server && need redis-cli; } || missing+=(redis-server)
+if [ ${#missing[@]} -gt 0 ]; then
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi
+# The tests start their own redis-server on free ports; the one the Debian
+# package may have started is not used.
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
