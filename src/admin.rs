@@ -19,7 +19,7 @@ use http_body_util::{BodyExt, Limited};
 use crate::gateway::{Gateway, json_response};
 use crate::proxy::Body;
 use crate::revocation::{Revocation, body};
-use crate::telemetry::metrics::IssuerLabel;
+use crate::telemetry::metrics::{IssuerLabel, KindLabel};
 
 /// Liveness path.
 pub const HEALTHZ: &str = "/healthz";
@@ -58,7 +58,17 @@ async fn answer(gateway: &Gateway, req: Request<Incoming>) -> Response<Body> {
         (&Method::GET, HEALTHZ) => json_response(StatusCode::OK, r#"{"status":"ok"}"#),
         (&Method::GET, READYZ) => readyz(gateway),
         (&Method::GET, METRICS) => {
-            for keys in gateway.runtime().keys.values() {
+            let runtime = gateway.runtime();
+            let m = &gateway.metrics;
+            m.revocation_store_up
+                .set(i64::from(runtime.revocations.healthy()));
+            let (tokens, subjects) = runtime.revocations.entries();
+            for (kind, n) in [("token", tokens), ("subject", subjects)] {
+                m.revocations
+                    .get_or_create(&KindLabel { kind })
+                    .set(n as i64);
+            }
+            for keys in runtime.keys.values() {
                 if let Some(age) = keys.age() {
                     let label = IssuerLabel {
                         issuer: keys.label().clone(),

@@ -85,6 +85,18 @@ pub struct Metrics {
     pub verified_cache: Family<ResultLabel, Counter>,
     /// `authgate_config_reloads_total{result}`: success or error
     pub config_reloads: Family<ResultLabel, Counter>,
+    /// `authgate_revocation_store_up`: 1 while this replica's deny list is
+    /// complete (always for `memory`; for `redis`, while subscribed)
+    pub revocation_store_up: Gauge,
+    /// `authgate_revocations{kind}`: entries on this replica's deny list (`token`, `subject`)
+    pub revocations: Family<KindLabel, Gauge>,
+}
+
+/// `{kind}`
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct KindLabel {
+    /// `token` or `subject`.
+    pub kind: &'static str,
 }
 
 impl Default for Metrics {
@@ -106,6 +118,8 @@ impl Metrics {
         let jwks_key_age = Family::default();
         let verified_cache = Family::default();
         let config_reloads = Family::default();
+        let revocation_store_up = Gauge::default();
+        let revocations = Family::default();
         registry.register(
             "requests",
             "Requests answered, by route and status",
@@ -151,6 +165,16 @@ impl Metrics {
             "Configuration reloads, by result",
             config_reloads.clone(),
         );
+        registry.register(
+            "revocation_store_up",
+            "1 while the revocation list is complete (store reachable)",
+            revocation_store_up.clone(),
+        );
+        registry.register(
+            "revocations",
+            "Entries on this replica's revocation list, by kind",
+            revocations.clone(),
+        );
         Self {
             registry,
             requests,
@@ -162,6 +186,8 @@ impl Metrics {
             jwks_key_age,
             verified_cache,
             config_reloads,
+            revocation_store_up,
+            revocations,
         }
     }
 

@@ -234,3 +234,56 @@ fn security_lints_are_warnings() {
         ]
     );
 }
+
+const INTROSPECTING: &str = r#"
+issuers:
+  legacy:
+    issuer: "https://legacy.example.com"
+    introspection: { endpoint: "https://legacy.example.com/introspect", client_id: gw, client_secret: s }
+  older:
+    issuer: "https://older.example.com"
+    introspection: { endpoint: "https://older.example.com/introspect", client_id: gw, client_secret: s, timeout: "2x" }
+"#;
+
+#[test]
+fn introspection_issuers_need_no_algorithms_but_a_route_may_use_only_one() {
+    let route = |issuers: &str| {
+        format!(
+            "{INTROSPECTING}routes:\n  - name: r\n    match: {{ path_prefix: /r }}\n    upstream: \"http://127.0.0.1:8081\"\n    auth: {{ issuers: [{issuers}] }}\n"
+        )
+    };
+    assert_eq!(
+        problems(&route("legacy")),
+        [
+            "issuers.older.introspection.timeout: \"2x\" is not a duration (a number with ms, s, m or h, like 500ms or 30s)"
+        ]
+    );
+    assert_eq!(
+        problems(&route("legacy, older")),
+        [
+            "issuers.older.introspection.timeout: \"2x\" is not a duration (a number with ms, s, m or h, like 500ms or 30s)",
+            "routes[0].auth.issuers: several issuers with introspection (legacy, older), but an opaque token does not say which one issued it (at most one issuer with introspection per route)"
+        ]
+    );
+}
+
+#[test]
+fn revocation_settings_are_checked() {
+    assert_eq!(
+        problems(&format!(
+            "{}revocation: {{ store: redis }}\n",
+            with_route(GOOD_ROUTE)
+        )),
+        ["revocation.redis_url: missing for store: redis (redis://HOST:PORT)"]
+    );
+    assert_eq!(
+        problems(&format!(
+            "{}revocation: {{ store: disk, on_store_error: maybe }}\n",
+            with_route(GOOD_ROUTE)
+        )),
+        [
+            "revocation.store: unknown store \"disk\" (memory or redis)",
+            "revocation.on_store_error: unknown policy \"maybe\" (deny or allow)"
+        ]
+    );
+}

@@ -5,6 +5,7 @@
 
 mod config;
 mod deploy;
+mod introspection;
 mod jwks;
 mod jwt;
 mod ops;

@@ -106,11 +106,10 @@ async fn a_revoked_jti_gets_401_revoked_even_after_it_was_cached() {
     );
     assert_eq!(up.count(), seen, "the upstream saw nothing");
     assert_eq!(get(&gw.url, &other).await.status(), 200);
-    assert!(
-        gw.metrics()
-            .await
-            .contains(r#"authgate_auth_failures_total{route="api",reason="revoked"} 1"#)
-    );
+    let metrics = gw.metrics().await;
+    assert!(metrics.contains(r#"authgate_auth_failures_total{route="api",reason="revoked"} 1"#));
+    assert!(metrics.contains(r#"authgate_revocations{kind="token"} 1"#));
+    assert!(metrics.contains("authgate_revocation_store_up 1"));
 }
 
 #[tokio::test]

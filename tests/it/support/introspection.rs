@@ -119,7 +119,7 @@ impl Introspection {
         let token = body
             .split('&')
             .find_map(|kv| kv.strip_prefix("token="))
-            .map(|t| percent_decode(t))
+            .map(percent_decode)
             .unwrap_or_default();
         let answer = self
             .answers
