@@ -81,13 +81,7 @@ impl Runtime {
         };
         let routes = std::mem::take(&mut config.routes);
         let forwarder = Forwarder::new(&routes)?;
-        let auth = Authenticator::new(
-            &routes,
-            &keys,
-            &introspectors,
-            revocations.clone(),
-            metrics.clone(),
-        );
+        let auth = Authenticator::new(&routes, &keys, &introspectors, revocations.clone(), metrics);
         Ok(Self {
             config,
             routes: RouteTable::new(routes),

@@ -140,7 +140,7 @@ impl Introspector {
     ) -> Result<Arc<Verified>, AuthFailure> {
         let answer = self
             .answers
-            .try_get_with(digest, self.call(token))
+            .try_get_with(digest, self.call(token, digest))
             .await
             .map_err(|e| {
                 tracing::warn!(issuer = %self.issuer.name, error = %e, "token introspection failed");
@@ -157,7 +157,7 @@ impl Introspector {
         }
     }
 
-    async fn call(&self, token: BearerToken<'_>) -> Result<Answer, CallError> {
+    async fn call(&self, token: BearerToken<'_>, digest: [u8; 32]) -> Result<Answer, CallError> {
         let body = format!(
             "token={}&token_type_hint=access_token",
             form_encode(token.0.as_bytes())
@@ -192,12 +192,12 @@ impl Introspector {
         match active {
             None => Err(CallError::Invalid),
             Some(false) => Ok(Answer::Inactive),
-            Some(true) => Ok(self.active(claims)),
+            Some(true) => Ok(self.active(claims, digest)),
         }
     }
 
     /// An active answer, checked like a JWT's claims where it says enough.
-    fn active(&self, claims: Map<String, Value>) -> Answer {
+    fn active(&self, claims: Map<String, Value>, digest: [u8; 32]) -> Answer {
         // RFC 7662 makes `iss` optional; when present it must be ours.
         let iss = claims.get("iss").map(|v| v.as_str());
         if iss.is_some_and(|i| i != Some(self.issuer.issuer.as_str())) {
@@ -212,6 +212,7 @@ impl Introspector {
             kid: None,
             claims,
             exp,
+            digest,
         }))
     }
 }

@@ -49,25 +49,29 @@ fn from_header(headers: &HeaderMap) -> Result<Option<BearerToken<'_>>, AuthFailu
     if values.next().is_some() {
         return Err(AuthFailure::InvalidRequest("several Authorization headers"));
     }
-    let Ok(text) = value.to_str() else {
-        return Err(AuthFailure::InvalidRequest(
-            "Authorization header is not visible ASCII",
-        ));
+    // Bytes, not `to_str`: the token's character check below is the one
+    // pass over it, and refuses anything that is not ASCII.
+    let text = value.as_bytes().trim_ascii();
+    let split = text.iter().position(|b| matches!(b, b' ' | b'\t'));
+    let (scheme, rest) = match split {
+        Some(at) => (&text[..at], &text[at..]),
+        None => (text, &b""[..]),
     };
-    let text = text.trim_matches([' ', '\t']);
-    let (scheme, rest) = text.split_once([' ', '\t']).unwrap_or((text, ""));
-    if !scheme.eq_ignore_ascii_case("bearer") {
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
         // Another scheme is not our credential: answer as if none was sent.
         return Ok(None);
     }
-    let token = rest.trim_matches([' ', '\t']);
+    let token = rest.trim_ascii();
     if token.is_empty() {
         return Err(AuthFailure::InvalidRequest(
             "Authorization: Bearer without a token",
         ));
     }
     check_token_chars(token)?;
-    Ok(Some(BearerToken(token)))
+    match std::str::from_utf8(token) {
+        Ok(token) => Ok(Some(BearerToken(token))),
+        Err(_) => Err(INVALID_CHARS),
+    }
 }
 
 fn from_cookie<'h>(
@@ -94,27 +98,32 @@ fn from_cookie<'h>(
     match found {
         None | Some("") => Ok(None),
         Some(token) => {
-            check_token_chars(token)?;
+            check_token_chars(token.as_bytes())?;
             Ok(Some(BearerToken(token)))
         }
     }
 }
 
+const INVALID_CHARS: AuthFailure =
+    AuthFailure::InvalidRequest("the bearer token contains characters RFC 6750 does not allow");
+
 /// RFC 6750 `b64token` characters only, and a size cap.
-fn check_token_chars(token: &str) -> Result<(), AuthFailure> {
+fn check_token_chars(token: &[u8]) -> Result<(), AuthFailure> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err(AuthFailure::Malformed("token is larger than 16384 bytes"));
     }
-    let ok = token.bytes().all(|b| {
-        b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b'=')
+    // No early exit: a branch-free fold over the bytes vectorises.
+    let ok = token.iter().fold(true, |ok, &b| {
+        ok & (b.is_ascii_alphanumeric()
+            | (b == b'-')
+            | (b == b'.')
+            | (b == b'_')
+            | (b == b'~')
+            | (b == b'+')
+            | (b == b'/')
+            | (b == b'='))
     });
-    if ok {
-        Ok(())
-    } else {
-        Err(AuthFailure::InvalidRequest(
-            "the bearer token contains characters RFC 6750 does not allow",
-        ))
-    }
+    if ok { Ok(()) } else { Err(INVALID_CHARS) }
 }
 
 #[cfg(test)]

@@ -31,9 +31,10 @@ pub fn headers(
             (None, "scope") => claims.get("scp"),
             (v, _) => v,
         };
+        // From the String's own buffer: no second copy.
         if let Some(v) = value
             .and_then(render)
-            .and_then(|s| HeaderValue::from_str(&s).ok())
+            .and_then(|s| HeaderValue::try_from(s).ok())
         {
             out.push((name.clone(), v));
         }

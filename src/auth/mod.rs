@@ -25,9 +25,13 @@ use crate::jwks::KeyCache;
 use crate::revocation::{Revocation, Revocations};
 use crate::routing::Params;
 use crate::telemetry::metrics::{Metrics, ResultLabel};
+use prometheus_client::metrics::counter::Counter;
 
-/// Most tokens kept verified at once.
-const VERIFIED_CACHE_ENTRIES: u64 = 100_000;
+/// Bytes the verified-token cache may weigh (token bytes plus a per-entry
+/// allowance for the claims), so long tokens cannot grow it unbounded.
+const VERIFIED_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+/// Per-entry allowance for the decoded claims and bookkeeping.
+const VERIFIED_ENTRY_OVERHEAD: usize = 1024;
 
 /// What authentication produced, with the token fingerprint for the access
 /// log even when it failed.
@@ -45,9 +49,12 @@ pub struct Authenticator {
     route_issuers: Vec<Vec<Arc<KeyCache>>>,
     /// Per route: how its opaque tokens are introspected, if they are.
     route_introspection: Vec<Option<RouteIntrospection>>,
-    verified: moka::sync::Cache<[u8; 32], Arc<Verified>>,
+    /// Keyed by the token itself: a hit is an exact byte match, found by
+    /// one keyed hash, with no SHA-256 on the hot path.
+    verified: moka::sync::Cache<Box<str>, Arc<Verified>>,
     revocations: Arc<Revocations>,
-    metrics: Arc<Metrics>,
+    cache_hits: Counter,
+    cache_misses: Counter,
 }
 
 /// A route's introspecting issuer (config allows one per route).
@@ -67,10 +74,15 @@ impl std::fmt::Debug for Authenticator {
     }
 }
 
+#[allow(clippy::borrowed_box)] // moka's weigher signature
+fn weigh(token: &Box<str>, _: &Arc<Verified>) -> u32 {
+    u32::try_from(token.len() + VERIFIED_ENTRY_OVERHEAD).unwrap_or(u32::MAX)
+}
+
 struct UntilExp;
 
-impl moka::Expiry<[u8; 32], Arc<Verified>> for UntilExp {
-    fn expire_after_create(&self, _: &[u8; 32], v: &Arc<Verified>, _: Instant) -> Option<Duration> {
+impl moka::Expiry<Box<str>, Arc<Verified>> for UntilExp {
+    fn expire_after_create(&self, _: &Box<str>, v: &Arc<Verified>, _: Instant) -> Option<Duration> {
         Some(Duration::from_secs_f64(
             (v.exp - verify::now()).clamp(0.0, 86_400.0 * 366.0),
         ))
@@ -84,7 +96,7 @@ impl Authenticator {
         caches: &HashMap<String, Arc<KeyCache>>,
         introspectors: &HashMap<String, Arc<Introspector>>,
         revocations: Arc<Revocations>,
-        metrics: Arc<Metrics>,
+        metrics: &Metrics,
     ) -> Self {
         let route_introspection = routes
             .iter()
@@ -116,16 +128,26 @@ impl Authenticator {
             })
             .collect();
         let verified = moka::sync::Cache::builder()
-            .max_capacity(VERIFIED_CACHE_ENTRIES)
+            .max_capacity(VERIFIED_CACHE_BYTES)
+            .weigher(weigh)
             .expire_after(UntilExp)
             .support_invalidation_closures()
             .build();
+        let cache_hits = metrics
+            .verified_cache
+            .get_or_create(&ResultLabel { result: "hit" })
+            .clone();
+        let cache_misses = metrics
+            .verified_cache
+            .get_or_create(&ResultLabel { result: "miss" })
+            .clone();
         Self {
             route_issuers,
             route_introspection,
             verified,
             revocations,
-            metrics,
+            cache_hits,
+            cache_misses,
         }
     }
 
@@ -147,18 +169,18 @@ impl Authenticator {
                 };
             }
         };
-        let digest = token.digest();
         let issuers = &self.route_issuers[route];
-        let result = match &self.route_introspection[route] {
+        let (digest, result) = match &self.route_introspection[route] {
             Some(i) if i.only || !token::looks_like_jws(token) => {
-                i.introspector.introspect(token, digest).await
+                let digest = token.digest();
+                (digest, i.introspector.introspect(token, digest).await)
             }
-            _ => self.verify(token, digest, issuers).await,
+            _ => self.verify(token, issuers).await,
         };
         let result = result.and_then(|v| {
             self.revocations
                 .check(&v.issuer, &v.claims)
-                .inspect_err(|_| self.verified.invalidate(&digest))?;
+                .inspect_err(|_| self.verified.invalidate(token.0))?;
             let issuer = issuers
                 .iter()
                 .find(|k| *k.issuer().name == *v.issuer)
@@ -172,34 +194,43 @@ impl Authenticator {
         }
     }
 
-    /// A JWT's claims, from the verified-token cache or by verifying it.
+    /// A JWT's digest and claims, from the verified-token cache (whose
+    /// entries carry the digest) or by verifying it.
     async fn verify(
         &self,
         token: token::BearerToken<'_>,
-        digest: [u8; 32],
         issuers: &[Arc<KeyCache>],
-    ) -> Result<Arc<Verified>, AuthFailure> {
-        if let Some(v) = self.cached(&digest, issuers) {
-            return Ok(v);
+    ) -> ([u8; 32], Result<Arc<Verified>, AuthFailure>) {
+        if let Some(v) = self.cached(token, issuers) {
+            return (v.digest, Ok(v));
         }
-        let v = Arc::new(verify::verify(token, issuers, verify::now()).await?);
-        self.verified.insert(digest, v.clone());
-        Ok(v)
+        let digest = token.digest();
+        match verify::verify(token, digest, issuers, verify::now()).await {
+            Ok(v) => {
+                let v = Arc::new(v);
+                self.verified.insert(token.0.into(), v.clone());
+                (digest, Ok(v))
+            }
+            Err(f) => (digest, Err(f)),
+        }
     }
 
     /// A still-valid cache entry whose issuer this route accepts and whose key is still published.
-    fn cached(&self, digest: &[u8; 32], issuers: &[Arc<KeyCache>]) -> Option<Arc<Verified>> {
-        let hit = self.verified.get(digest).filter(|v| {
+    fn cached(
+        &self,
+        token: token::BearerToken<'_>,
+        issuers: &[Arc<KeyCache>],
+    ) -> Option<Arc<Verified>> {
+        let hit = self.verified.get(token.0).filter(|v| {
             v.exp > verify::now()
                 && issuers
                     .iter()
                     .any(|k| *k.issuer().name == *v.issuer && k.still_has(v.kid.as_deref()))
         });
-        let label = if hit.is_some() { "hit" } else { "miss" };
-        self.metrics
-            .verified_cache
-            .get_or_create(&ResultLabel { result: label })
-            .inc();
+        match hit {
+            Some(_) => self.cache_hits.inc(),
+            None => self.cache_misses.inc(),
+        };
         hit
     }
 

@@ -32,8 +32,7 @@ pub fn check(
         }
     }
     if !policy.scopes_all.is_empty() || !policy.scopes_any.is_empty() {
-        let granted: Vec<&str> = granted_scopes(claims).collect();
-        let has = |s: &String| granted.contains(&s.as_str());
+        let has = |s: &String| granted_scopes(claims).any(|g| g == s);
         if !policy.scopes_all.iter().all(has) {
             return Err(AuthFailure::InsufficientScope {
                 scope: policy.scopes_all.join(" "),
@@ -66,12 +65,15 @@ pub fn granted_scopes(claims: &Map<String, Value>) -> impl Iterator<Item = &str>
         .and_then(Value::as_str)
         .into_iter()
         .flat_map(|s| s.split(' '));
-    let scp = claims.get("scp").into_iter().flat_map(|v| match v {
-        Value::String(s) => s.split(' ').collect::<Vec<_>>(),
-        Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
-        _ => Vec::new(),
-    });
-    scope.chain(scp).filter(|s| !s.is_empty())
+    let (scp_text, scp_list) = match claims.get("scp") {
+        Some(Value::String(s)) => (Some(s.as_str()), None),
+        Some(Value::Array(a)) => (None, Some(a.iter().filter_map(Value::as_str))),
+        _ => (None, None),
+    };
+    scope
+        .chain(scp_text.into_iter().flat_map(|s| s.split(' ')))
+        .chain(scp_list.into_iter().flatten())
+        .filter(|s| !s.is_empty())
 }
 
 /// A claim as strings: a string, or each string of an array.

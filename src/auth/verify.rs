@@ -23,6 +23,8 @@ pub struct Verified {
     pub claims: Map<String, Value>,
     /// `exp`, seconds since the epoch.
     pub exp: f64,
+    /// SHA-256 of the token (`token_fp` on cache hits without rehashing).
+    pub digest: [u8; 32],
 }
 
 /// Seconds since the Unix epoch.
@@ -35,6 +37,7 @@ pub fn now() -> f64 {
 /// Verifies `token` against the issuer its `iss` names among `issuers`.
 pub async fn verify(
     token: BearerToken<'_>,
+    digest: [u8; 32],
     issuers: &[Arc<KeyCache>],
     now: f64,
 ) -> Result<Verified, AuthFailure> {
@@ -81,6 +84,7 @@ pub async fn verify(
         kid: jws.header.kid,
         claims: jws.claims,
         exp,
+        digest,
     })
 }
 

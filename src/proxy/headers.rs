@@ -55,13 +55,25 @@ pub fn is_reserved(name: &HeaderName) -> bool {
         .contains(name)
 }
 
-/// Facts about the client connection used in `X-Forwarded-*`.
-#[derive(Debug, Clone, Copy)]
+/// Facts about the client connection used in `X-Forwarded-*`, prepared
+/// once per connection rather than formatted on every request.
+#[derive(Debug, Clone)]
 pub struct ClientInfo {
-    /// Peer address of the connection.
-    pub ip: IpAddr,
+    /// Peer address of the connection, as `X-Forwarded-For` shows it.
+    pub ip: HeaderValue,
     /// True when the client connected over TLS.
     pub tls: bool,
+}
+
+impl ClientInfo {
+    /// The client at `ip` (IPv4-mapped IPv6 shown as IPv4).
+    pub fn new(ip: IpAddr, tls: bool) -> Self {
+        let text = ip.to_canonical().to_string();
+        Self {
+            ip: HeaderValue::try_from(text).unwrap_or(HeaderValue::from_static("unknown")),
+            tls,
+        }
+    }
 }
 
 /// Removes hop-by-hop headers and any header that `Connection` names.
@@ -78,8 +90,12 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
+    // One scan of the (few) names present instead of a hash lookup per
+    // hop-by-hop name: most requests carry none.
+    if headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        for name in &HOP_BY_HOP {
+            headers.remove(name);
+        }
     }
 }
 
@@ -99,8 +115,11 @@ pub fn strip_identity(headers: &mut HeaderMap, forward: &ForwardConfig) {
             headers.remove(name);
         }
     }
-    for (name, _) in &forward.headers {
-        headers.remove(name);
+    let configured = |k: &HeaderName| forward.headers.iter().any(|(name, _)| name == k);
+    if headers.keys().any(configured) {
+        for (name, _) in &forward.headers {
+            headers.remove(name);
+        }
     }
 }
 
@@ -144,15 +163,19 @@ pub fn rewrite_response(headers: &mut HeaderMap) {
     strip_hop_by_hop(headers);
 }
 
-fn append_forwarded_for(headers: &mut HeaderMap, ip: IpAddr) {
-    let ip = ip.to_canonical().to_string();
-    let value = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {ip}"),
-        _ => ip,
+fn append_forwarded_for(headers: &mut HeaderMap, ip: HeaderValue) {
+    let prior = headers
+        .get(X_FORWARDED_FOR)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|p| !p.is_empty());
+    let value = match prior {
+        Some(prior) => {
+            HeaderValue::try_from(format!("{prior}, {}", ip.to_str().unwrap_or(""))).unwrap_or(ip)
+        }
+        None => ip,
     };
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        headers.insert(X_FORWARDED_FOR, v);
-    }
+    headers.insert(X_FORWARDED_FOR, value);
 }
 
 /// A client-chosen request id is kept when short and printable.
@@ -197,10 +220,7 @@ mod tests {
     }
 
     fn client() -> ClientInfo {
-        ClientInfo {
-            ip: "10.0.0.9".parse().unwrap(),
-            tls: true,
-        }
+        ClientInfo::new("10.0.0.9".parse().unwrap(), true)
     }
 
     #[test]

@@ -81,14 +81,14 @@ async fn connection(
     };
     match runtime.tls_acceptor() {
         None => {
-            let client = ClientInfo { ip, tls: false };
+            let client = ClientInfo::new(ip, false);
             serve_http(gateway, TokioIo::new(io), client, &server, activity, stop).await;
         }
         Some(acceptor) => {
             drop(runtime);
             match tokio::time::timeout(server.header_read_timeout, acceptor.accept(io)).await {
                 Ok(Ok(stream)) => {
-                    let client = ClientInfo { ip, tls: true };
+                    let client = ClientInfo::new(ip, true);
                     serve_http(
                         gateway,
                         TokioIo::new(stream),
@@ -132,7 +132,7 @@ async fn serve_http<I>(
         .max_local_error_reset_streams(256)
         .keep_alive_interval(Some(Duration::from_secs(30)));
     let service = service_fn(move |req| {
-        let gateway = gateway.clone();
+        let (gateway, client) = (gateway.clone(), client.clone());
         async move { Ok::<_, Infallible>(gateway.handle(req, client).await) }
     });
     let conn = builder.serve_connection_with_upgrades(io, service);

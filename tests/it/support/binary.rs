@@ -27,19 +27,26 @@ pub fn signal(child: &Child, sig: &str) {
 
 /// `authgate run --config file`, returned once `/readyz` on `admin` answers 200.
 pub async fn run(file: &Path, admin: u16) -> Child {
-    let child = Command::new(BIN)
+    let mut child = Command::new(BIN)
         .args(["run", "--config"])
         .arg(file)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     super::eventually("the gateway to be ready", async || {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            let _ = std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err);
+            panic!("authgate exited early ({status}): {err}");
+        }
         reqwest::get(format!("http://127.0.0.1:{admin}/readyz"))
             .await
             .is_ok_and(|r| r.status() == 200)
     })
     .await;
+    // Nobody reads stderr after this: drop the pipe so a chatty gateway never blocks.
+    drop(child.stderr.take());
     child
 }
 
