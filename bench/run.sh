@@ -1,0 +1,227 @@
+#!/usr/bin/env bash
+# The load benchmark: one command, bounded in time, stops everything it
+# started. It runs an upstream (nginx returning a small 200), a plain nginx
+# proxy_pass in front of it, and authgate in front of it, and drives each
+# with wrk, interleaved round by round so all three see the same machine:
+#
+#   scenarios: one reused valid token; 10,000 distinct valid RS256 tokens
+#              (each one a signature check, until cached); forged tokens
+#              (a valid kid, a signature from another key: every one is a
+#              full RS256 check and a 401)
+#   transports: plain HTTP (direct, nginx, authgate) and TLS (nginx, authgate)
+#
+# For each run it prints requests/s, p50/p99 latency and the proxy's own CPU
+# time per request (utime+stime from /proc over the run / requests served),
+# then ratios against nginx and against direct. Finally it opens 10,000 idle
+# keep-alive connections to authgate and reports its RSS.
+#
+#   bash bench/run.sh                 # 2 rounds of 5 s per run (about 3 min)
+#   ROUNDS=3 SECONDS_PER_RUN=10 CONNECTIONS=64 bash bench/run.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=${ROUNDS:-2}
+SECONDS_PER_RUN=${SECONDS_PER_RUN:-5}
+CONNECTIONS=${CONNECTIONS:-64}
+THREADS=${THREADS:-2}
+IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-10000}
+
+need() { command -v "$1" >/dev/null 2>&1; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+missing=()
+need wrk || missing+=(wrk)
+need nginx || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+need openssl || missing+=(openssl)
+if [ ${#missing[@]} -gt 0 ]; then
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+WORK=$(mktemp -d /tmp/authgate-bench.XXXXXX)
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for conf in "$WORK"/nginx-*.conf; do
+        [ -f "$conf" ] && "$NGINX" -c "$conf" -s stop 2>/dev/null || true
+    done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+echo "== building (release)"
+cargo build --release --quiet --bin authgate --example bench_tokens
+target/release/examples/bench_tokens "$WORK"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+    -subj /CN=localhost -addext subjectAltName=IP:127.0.0.1 \
+    -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
+
+UPSTREAM=$(free_port); NGINX_PLAIN=$(free_port); NGINX_TLS=$(free_port)
+GATE_PLAIN=$(free_port); GATE_TLS=$(free_port); ADMIN_PLAIN=$(free_port); ADMIN_TLS=$(free_port)
+
+nginx_conf() { # name, server block
+    cat >"$WORK/nginx-$1.conf" <<EOF
+worker_processes auto;
+daemon on;
+pid $WORK/nginx-$1.pid;
+error_log $WORK/nginx-$1.err warn;
+events { worker_connections 20000; }
+http {
+    access_log off;
+    client_body_temp_path $WORK/$1-body; proxy_temp_path $WORK/$1-proxy;
+    fastcgi_temp_path $WORK/$1-fcgi; uwsgi_temp_path $WORK/$1-uwsgi; scgi_temp_path $WORK/$1-scgi;
+    upstream app { server 127.0.0.1:$UPSTREAM; keepalive 128; }
+    $2
+}
+EOF
+    "$NGINX" -c "$WORK/nginx-$1.conf"
+}
+nginx_conf upstream "server { listen 127.0.0.1:$UPSTREAM; keepalive_requests 1000000; location / { return 200 'ok'; } }"
+PROXY_LOCATION="location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; }"
+nginx_conf proxy "server { listen 127.0.0.1:$NGINX_PLAIN; keepalive_requests 1000000; $PROXY_LOCATION }
+    server { listen 127.0.0.1:$NGINX_TLS ssl; ssl_certificate $WORK/cert.pem; ssl_certificate_key $WORK/key.pem; keepalive_requests 1000000; $PROXY_LOCATION }"
+
+gate_conf() { # name, listen, admin, tls block
+    cat >"$WORK/gate-$1.yaml" <<EOF
+server:
+  listen: "127.0.0.1:$2"
+  max_connections: 20000
+$4
+admin: { listen: "127.0.0.1:$3" }
+issuers:
+  idp:
+    issuer: "https://idp.bench"
+    jwks_file: jwks.json
+    algorithms: [RS256]
+    audiences: [api]
+routes:
+  - name: bench
+    match: { path_prefix: / }
+    upstream: "http://127.0.0.1:$UPSTREAM"
+    auth: { issuers: [idp], scopes_all: [read] }
+EOF
+}
+# One gateway process per transport, so each one's CPU is its own.
+gate_conf plain "$GATE_PLAIN" "$ADMIN_PLAIN" ""
+gate_conf tls "$GATE_TLS" "$ADMIN_TLS" "  tls: { cert_file: cert.pem, key_file: key.pem }"
+for t in plain tls; do
+    target/release/authgate run --config "$WORK/gate-$t.yaml" --log-level error >"$WORK/gate-$t.log" 2>&1 &
+    PIDS+=($!)
+    eval "GATE_PID_$t=$!"
+done
+for admin in "$ADMIN_PLAIN" "$ADMIN_TLS"; do
+    for _ in $(seq 100); do
+        curl -sf "http://127.0.0.1:$admin/readyz" >/dev/null && break
+        sleep 0.1
+    done
+done
+
+cat >"$WORK/tokens.lua" <<'EOF'
+local tokens = {}
+local i = 0
+init = function(args)
+    for line in io.lines(args[1]) do tokens[#tokens + 1] = line end
+    math.randomseed(os.time() + math.floor(os.clock() * 1000000))
+    i = math.random(#tokens)
+end
+request = function()
+    i = i % #tokens + 1
+    return wrk.format("GET", "/bench", { ["Authorization"] = "Bearer " .. tokens[i] })
+end
+EOF
+
+# CPU ticks (utime+stime) of a set of pids.
+ticks() { local sum=0; for p in "$@"; do
+    read -r -a f < "/proc/$p/stat" || continue; sum=$((sum + f[13] + f[14])); done; echo "$sum"; }
+# The nginx workers are children of the master named in the pid file.
+nginx_pids() { local master; master=$(cat "$WORK/nginx-proxy.pid"); echo "$master $(pgrep -P "$master" | tr '\n' ' ')"; }
+HZ=$(getconf CLK_TCK)
+
+RESULTS="$WORK/results.tsv"
+: >"$RESULTS"
+run() { # scenario, target, url, pids...
+    local scenario=$1 target=$2 url=$3; shift 3
+    local before after out
+    before=$(ticks "$@")
+    out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" --latency \
+        -s "$WORK/tokens.lua" "$url" -- "$WORK/$scenario.txt")
+    after=$(ticks "$@")
+    local requests rps p50 p99 statuses
+    requests=$(awk '/requests in/ {print $1}' <<<"$out")
+    rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+    p50=$(awk '$1=="50%" {print $2}' <<<"$out")
+    p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+    statuses=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
+    local cpu_us="-"
+    if [ -n "$*" ] && [ "${requests:-0}" -gt 0 ]; then
+        cpu_us=$(awk -v t=$((after - before)) -v hz="$HZ" -v n="$requests" 'BEGIN {printf "%.1f", t / hz * 1e6 / n}')
+    fi
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$scenario" "$target" "$rps" "$p50" "$p99" "$cpu_us" "${statuses:-0}" >>"$RESULTS"
+    printf '  %-9s %-16s %10s req/s  p50 %8s  p99 %8s  cpu/req %6s us  non-2xx %s\n' \
+        "$scenario" "$target" "$rps" "$p50" "$p99" "$cpu_us" "${statuses:-0}"
+}
+
+echo "== $ROUNDS rounds x ${SECONDS_PER_RUN}s per run, $CONNECTIONS connections, $THREADS wrk threads"
+for round in $(seq "$ROUNDS"); do
+    echo "-- round $round"
+    for scenario in reused distinct forged; do
+        run "$scenario" direct "http://127.0.0.1:$UPSTREAM"
+        run "$scenario" nginx "http://127.0.0.1:$NGINX_PLAIN" $(nginx_pids)
+        run "$scenario" authgate "http://127.0.0.1:$GATE_PLAIN" "$GATE_PID_plain"
+        run "$scenario" nginx-tls "https://127.0.0.1:$NGINX_TLS" $(nginx_pids)
+        run "$scenario" authgate-tls "https://127.0.0.1:$GATE_TLS" "$GATE_PID_tls"
+    done
+done
+
+echo
+echo "== medians over rounds (latency in ms; cpu in us per request)"
+python3 - "$RESULTS" <<'EOF'
+import sys, statistics, collections
+def ms(v):
+    v = v.strip()
+    for unit, f in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
+        if v.endswith(unit):
+            return float(v[:-len(unit)]) * f
+    return float("nan")
+runs = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    s, t, rps, p50, p99, cpu, non2xx = line.rstrip("\n").split("\t")
+    runs[(s, t)].append((float(rps), ms(p50), ms(p99), float(cpu) if cpu != "-" else None, int(non2xx or 0)))
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+rows = {}
+for key, vals in runs.items():
+    rows[key] = [med([v[i] for v in vals]) for i in range(4)] + [sum(v[4] for v in vals)]
+print(f"{'scenario':9} {'target':13} {'req/s':>9} {'p50':>7} {'p99':>7} {'cpu/req':>8} {'cpu vs nginx':>12} {'p99 +direct':>11} {'non-2xx':>8}")
+for (s, t), (rps, p50, p99, cpu, bad) in sorted(rows.items(), key=lambda kv: (["reused","distinct","forged"].index(kv[0][0]), kv[0][1])):
+    nginx = rows.get((s, "nginx-tls" if t.endswith("tls") else "nginx"))
+    direct = rows.get((s, "direct"))
+    ratio = f"{cpu / nginx[3]:.2f}x" if cpu and nginx and nginx[3] else "-"
+    added = f"{p99 - direct[2]:+.2f}" if direct and t != "direct" else "-"
+    print(f"{s:9} {t:13} {rps:9.0f} {p50:7.2f} {p99:7.2f} {(f'{cpu:.1f}' if cpu else '-'):>8} {ratio:>12} {added:>11} {bad:8d}")
+EOF
+
+echo
+echo "== $IDLE_CONNECTIONS idle keep-alive connections to authgate (plain)"
+ulimit -n $((IDLE_CONNECTIONS + 1000)) 2>/dev/null || true
+rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+echo "RSS before: $(rss "$GATE_PID_plain") KiB"
+python3 - "$GATE_PLAIN" "$IDLE_CONNECTIONS" "$(head -1 "$WORK/reused.txt")" "$GATE_PID_plain" <<'EOF'
+import socket, sys
+port, n, token, pid = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+req = f"GET /bench HTTP/1.1\r\nHost: b\r\nAuthorization: Bearer {token}\r\n\r\n".encode()
+socks = []
+for _ in range(n):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(req)
+    socks.append(s)
+ok = 0
+for s in socks:
+    if s.recv(4096).startswith(b"HTTP/1.1 200"):
+        ok += 1
+rss = [l for l in open(f"/proc/{pid}/status") if l.startswith("VmRSS")][0].split()[1]
+print(f"{ok}/{n} connections served and held open; RSS with them idle: {rss} KiB")
+EOF
