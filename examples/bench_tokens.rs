@@ -26,6 +26,11 @@ fn main() {
     }
     let mut forged = std::fs::File::create(dir.join("forged.txt")).unwrap();
     for i in 0..1_000 {
-        writeln!(forged, "{}", impostor.token("RS256", &format!("forged-{i}"))).unwrap();
+        writeln!(
+            forged,
+            "{}",
+            impostor.token("RS256", &format!("forged-{i}"))
+        )
+        .unwrap();
     }
 }

@@ -93,10 +93,14 @@ pub fn run(cli: Cli) -> ExitCode {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = std::env::var("AUTHGATE_WORKER_THREADS")
+        .ok()
+        .and_then(|n| n.parse().ok())
     {
+        builder.worker_threads(n);
+    }
+    match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("authgate: cannot start the async runtime: {e}");
