@@ -4,8 +4,10 @@
 # proxy_pass in front of it, and authgate in front of it, and drives each
 # with wrk, interleaved round by round so all three see the same machine:
 #
-#   scenarios: one reused valid token; 10,000 distinct valid RS256 tokens
-#              (each one a signature check, until cached); forged tokens
+#   scenarios: one reused valid token; distinct valid RS256 tokens (the
+#              gateways restart before each such run, so every token is a
+#              signature check until the list runs out: the table shows the
+#              share of requests that verified); forged tokens
 #              (a valid kid, a signature from another key: every one is a
 #              full RS256 check and a 401)
 #   transports: plain HTTP (direct, nginx, authgate) and TLS (nginx, authgate)
@@ -25,6 +27,7 @@ SECONDS_PER_RUN=${SECONDS_PER_RUN:-5}
 CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-2}
 IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-10000}
+DISTINCT_TOKENS=${DISTINCT_TOKENS:-40000}
 
 need() { command -v "$1" >/dev/null 2>&1; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -53,7 +56,8 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 echo "== building (release)"
 cargo build --release --quiet --bin authgate --example bench_tokens
-target/release/examples/bench_tokens "$WORK"
+echo "== minting $DISTINCT_TOKENS distinct RS256 tokens"
+target/release/examples/bench_tokens "$WORK" "$DISTINCT_TOKENS"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
     -subj /CN=localhost -addext subjectAltName=IP:127.0.0.1 \
     -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
@@ -106,17 +110,23 @@ EOF
 # One gateway process per transport, so each one's CPU is its own.
 gate_conf plain "$GATE_PLAIN" "$ADMIN_PLAIN" ""
 gate_conf tls "$GATE_TLS" "$ADMIN_TLS" "  tls: { cert_file: cert.pem, key_file: key.pem }"
-for t in plain tls; do
-    target/release/authgate run --config "$WORK/gate-$t.yaml" --log-level error >"$WORK/gate-$t.log" 2>&1 &
-    PIDS+=($!)
-    eval "GATE_PID_$t=$!"
-done
-for admin in "$ADMIN_PLAIN" "$ADMIN_TLS"; do
-    for _ in $(seq 100); do
-        curl -sf "http://127.0.0.1:$admin/readyz" >/dev/null && break
-        sleep 0.1
+start_gateways() { # (re)starts both gateways: an empty verified-token cache
+    for t in plain tls; do
+        local var="GATE_PID_$t"
+        [ -n "${!var:-}" ] && { kill "${!var}" 2>/dev/null || true; wait "${!var}" 2>/dev/null || true; }
+        target/release/authgate run --config "$WORK/gate-$t.yaml" --log-level error >>"$WORK/gate-$t.log" 2>&1 &
+        PIDS+=($!)
+        eval "GATE_PID_$t=$!"
     done
-done
+    for admin in "$ADMIN_PLAIN" "$ADMIN_TLS"; do
+        for _ in $(seq 100); do
+            curl -sf "http://127.0.0.1:$admin/readyz" >/dev/null && break
+            sleep 0.1
+        done
+    done
+}
+GATE_PID_plain=; GATE_PID_tls=
+start_gateways
 
 cat >"$WORK/tokens.lua" <<'EOF'
 local tokens = {}
@@ -141,37 +151,45 @@ HZ=$(getconf CLK_TCK)
 
 RESULTS="$WORK/results.tsv"
 : >"$RESULTS"
-run() { # scenario, target, url, pids...
-    local scenario=$1 target=$2 url=$3; shift 3
-    local before after out
+# Verified-cache misses so far (each one a signature check), from /metrics.
+misses() { curl -sf "http://127.0.0.1:$1/metrics" | awk '/^authgate_verified_cache_total\{result="miss"\}/ {print $2}'; }
+run() { # scenario, target, url, admin port or -, pids...
+    local scenario=$1 target=$2 url=$3 admin=$4; shift 4
+    local before after out m0=0 m1=0
+    [ "$admin" != - ] && m0=$(misses "$admin")
     before=$(ticks "$@")
     out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" --latency \
         -s "$WORK/tokens.lua" "$url" -- "$WORK/$scenario.txt")
     after=$(ticks "$@")
+    [ "$admin" != - ] && m1=$(misses "$admin")
     local requests rps p50 p99 statuses
     requests=$(awk '/requests in/ {print $1}' <<<"$out")
     rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
     p50=$(awk '$1=="50%" {print $2}' <<<"$out")
     p99=$(awk '$1=="99%" {print $2}' <<<"$out")
     statuses=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
-    local cpu_us="-"
+    local cpu_us="-" verified="-"
     if [ -n "$*" ] && [ "${requests:-0}" -gt 0 ]; then
         cpu_us=$(awk -v t=$((after - before)) -v hz="$HZ" -v n="$requests" 'BEGIN {printf "%.1f", t / hz * 1e6 / n}')
     fi
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$scenario" "$target" "$rps" "$p50" "$p99" "$cpu_us" "${statuses:-0}" >>"$RESULTS"
-    printf '  %-9s %-16s %10s req/s  p50 %8s  p99 %8s  cpu/req %6s us  non-2xx %s\n' \
-        "$scenario" "$target" "$rps" "$p50" "$p99" "$cpu_us" "${statuses:-0}"
+    if [ "$admin" != - ] && [ "${requests:-0}" -gt 0 ]; then
+        verified=$(awk -v m="$((${m1%.*} - ${m0%.*}))" -v n="$requests" 'BEGIN {printf "%.0f%%", 100 * m / n}')
+    fi
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$scenario" "$target" "$rps" "$p50" "$p99" "$cpu_us" "${statuses:-0}" "$verified" >>"$RESULTS"
+    printf '  %-9s %-13s %9s req/s  p50 %8s  p99 %8s  cpu/req %6s us  non-2xx %-6s verified %s\n' \
+        "$scenario" "$target" "$rps" "$p50" "$p99" "$cpu_us" "${statuses:-0}" "$verified"
 }
 
 echo "== $ROUNDS rounds x ${SECONDS_PER_RUN}s per run, $CONNECTIONS connections, $THREADS wrk threads"
 for round in $(seq "$ROUNDS"); do
     echo "-- round $round"
     for scenario in reused distinct forged; do
-        run "$scenario" direct "http://127.0.0.1:$UPSTREAM"
-        run "$scenario" nginx "http://127.0.0.1:$NGINX_PLAIN" $(nginx_pids)
-        run "$scenario" authgate "http://127.0.0.1:$GATE_PLAIN" "$GATE_PID_plain"
-        run "$scenario" nginx-tls "https://127.0.0.1:$NGINX_TLS" $(nginx_pids)
-        run "$scenario" authgate-tls "https://127.0.0.1:$GATE_TLS" "$GATE_PID_tls"
+        [ "$scenario" = distinct ] && start_gateways
+        run "$scenario" direct "http://127.0.0.1:$UPSTREAM" -
+        run "$scenario" nginx "http://127.0.0.1:$NGINX_PLAIN" - $(nginx_pids)
+        run "$scenario" authgate "http://127.0.0.1:$GATE_PLAIN" "$ADMIN_PLAIN" "$GATE_PID_plain"
+        run "$scenario" nginx-tls "https://127.0.0.1:$NGINX_TLS" - $(nginx_pids)
+        run "$scenario" authgate-tls "https://127.0.0.1:$GATE_TLS" "$ADMIN_TLS" "$GATE_PID_tls"
     done
 done
 
@@ -187,21 +205,21 @@ def ms(v):
     return float("nan")
 runs = collections.defaultdict(list)
 for line in open(sys.argv[1]):
-    s, t, rps, p50, p99, cpu, non2xx = line.rstrip("\n").split("\t")
-    runs[(s, t)].append((float(rps), ms(p50), ms(p99), float(cpu) if cpu != "-" else None, int(non2xx or 0)))
+    s, t, rps, p50, p99, cpu, non2xx, verified = line.rstrip("\n").split("\t")
+    runs[(s, t)].append((float(rps), ms(p50), ms(p99), float(cpu) if cpu != "-" else None, int(non2xx or 0), verified))
 def med(xs):
     xs = [x for x in xs if x is not None]
     return statistics.median(xs) if xs else None
 rows = {}
 for key, vals in runs.items():
-    rows[key] = [med([v[i] for v in vals]) for i in range(4)] + [sum(v[4] for v in vals)]
-print(f"{'scenario':9} {'target':13} {'req/s':>9} {'p50':>7} {'p99':>7} {'cpu/req':>8} {'cpu vs nginx':>12} {'p99 +direct':>11} {'non-2xx':>8}")
-for (s, t), (rps, p50, p99, cpu, bad) in sorted(rows.items(), key=lambda kv: (["reused","distinct","forged"].index(kv[0][0]), kv[0][1])):
+    rows[key] = [med([v[i] for v in vals]) for i in range(4)] + [sum(v[4] for v in vals), "/".join(v[5] for v in vals)]
+print(f"{'scenario':9} {'target':13} {'req/s':>9} {'p50':>7} {'p99':>7} {'cpu/req':>8} {'cpu vs nginx':>12} {'p99 +direct':>11} {'non-2xx':>8} verified")
+for (s, t), (rps, p50, p99, cpu, bad, verified) in sorted(rows.items(), key=lambda kv: (["reused","distinct","forged"].index(kv[0][0]), kv[0][1])):
     nginx = rows.get((s, "nginx-tls" if t.endswith("tls") else "nginx"))
     direct = rows.get((s, "direct"))
     ratio = f"{cpu / nginx[3]:.2f}x" if cpu and nginx and nginx[3] else "-"
     added = f"{p99 - direct[2]:+.2f}" if direct and t != "direct" else "-"
-    print(f"{s:9} {t:13} {rps:9.0f} {p50:7.2f} {p99:7.2f} {(f'{cpu:.1f}' if cpu else '-'):>8} {ratio:>12} {added:>11} {bad:8d}")
+    print(f"{s:9} {t:13} {rps:9.0f} {p50:7.2f} {p99:7.2f} {(f'{cpu:.1f}' if cpu else '-'):>8} {ratio:>12} {added:>11} {bad:8d} {verified}")
 EOF
 
 echo

@@ -1,10 +1,11 @@
 //! Writes what the load benchmark (`bench/run.sh`) needs into a directory:
 //! `jwks.json` (public keys), `reused.txt` (one valid RS256 token),
-//! `distinct.txt` (10,000 valid RS256 tokens, one per line) and
+//! `distinct.txt` (N valid RS256 tokens, one per line; N is the second
+//! argument, default 10,000) and
 //! `forged.txt` (1,000 RS256 tokens signed by a key the JWKS does not hold,
 //! under a kid it does).
 //!
-//! `cargo run --release --example bench_tokens -- DIR`
+//! `cargo run --release --example bench_tokens -- DIR [N]`
 
 #![allow(clippy::unwrap_used)]
 
@@ -20,9 +21,30 @@ fn main() {
     let impostor = support::Keys::new();
     std::fs::write(dir.join("jwks.json"), keys.jwks()).unwrap();
     std::fs::write(dir.join("reused.txt"), keys.token("RS256", "reused") + "\n").unwrap();
+    let n: usize = std::env::args()
+        .nth(2)
+        .map_or(10_000, |n| n.parse().unwrap());
+    // RSA signing is the slow part: one thread per core.
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
+    let chunks: Vec<String> = std::thread::scope(|s| {
+        let keys = &keys;
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                s.spawn(move || {
+                    let mut out = String::new();
+                    for i in (t..n).step_by(threads) {
+                        out.push_str(&keys.token("RS256", &format!("user-{i}")));
+                        out.push('\n');
+                    }
+                    out
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
     let mut distinct = std::fs::File::create(dir.join("distinct.txt")).unwrap();
-    for i in 0..10_000 {
-        writeln!(distinct, "{}", keys.token("RS256", &format!("user-{i}"))).unwrap();
+    for chunk in chunks {
+        distinct.write_all(chunk.as_bytes()).unwrap();
     }
     let mut forged = std::fs::File::create(dir.join("forged.txt")).unwrap();
     for i in 0..1_000 {

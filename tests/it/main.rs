@@ -5,11 +5,14 @@
 
 mod config;
 mod deploy;
+mod docs;
+mod hostile;
 mod introspection;
 mod jwks;
 mod jwt;
 mod ops;
 mod process;
+mod properties;
 mod proxy;
 mod revocation;
 mod support;

@@ -25,8 +25,32 @@ pub fn signal(child: &Child, sig: &str) {
     assert!(status.success());
 }
 
+/// A running gateway process, killed when dropped (a failed test leaves
+/// nothing running).
+pub struct Process(pub Child);
+
+impl std::ops::Deref for Process {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Process {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `authgate run --config file`, returned once `/readyz` on `admin` answers 200.
-pub async fn run(file: &Path, admin: u16) -> Child {
+pub async fn run(file: &Path, admin: u16) -> Process {
     let mut child = Command::new(BIN)
         .args(["run", "--config"])
         .arg(file)
@@ -47,7 +71,7 @@ pub async fn run(file: &Path, admin: u16) -> Child {
     .await;
     // Nobody reads stderr after this: drop the pipe so a chatty gateway never blocks.
     drop(child.stderr.take());
-    child
+    Process(child)
 }
 
 /// Waits (at most 10 s) for `child` to exit.
