@@ -5,6 +5,8 @@
 
 use std::sync::Arc;
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value};
 
 use super::failure::AuthFailure;
@@ -68,13 +70,22 @@ pub async fn verify(
     if jws.signature_len != key.signature_len(alg) {
         return Err(AuthFailure::BadSignature);
     }
-    let valid = jsonwebtoken::crypto::verify(
-        jws.signature_b64,
-        jws.signing_input.as_bytes(),
-        &key.key,
-        alg,
-    )
-    .unwrap_or(false);
+    let valid = match key.parsed_for(alg) {
+        // Public keys: parsed once when the JWKS was loaded.
+        Some(public) => URL_SAFE_NO_PAD.decode(jws.signature_b64).is_ok_and(|sig| {
+            public
+                .verify_sig(jws.signing_input.as_bytes(), &sig)
+                .is_ok()
+        }),
+        // HMAC secrets.
+        None => jsonwebtoken::crypto::verify(
+            jws.signature_b64,
+            jws.signing_input.as_bytes(),
+            &key.key,
+            alg,
+        )
+        .unwrap_or(false),
+    };
     if !valid {
         return Err(AuthFailure::BadSignature);
     }

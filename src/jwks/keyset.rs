@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use aws_lc_rs::signature::{self, ParsedPublicKey, VerificationAlgorithm};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey};
@@ -36,8 +37,11 @@ pub struct VerifyKey {
     pub family: KeyFamily,
     /// The JWK's own `alg` restriction.
     pub alg: Option<Algorithm>,
-    /// The key in jsonwebtoken's form.
+    /// The key in jsonwebtoken's form (HMAC secrets are verified with it).
     pub key: DecodingKey,
+    /// Public keys parsed once by aws-lc-rs, one per algorithm the key may
+    /// verify, so a verification does not re-parse the key every time.
+    pub parsed: Vec<(Algorithm, ParsedPublicKey)>,
 }
 
 impl std::fmt::Debug for VerifyKey {
@@ -62,6 +66,11 @@ impl VerifyKey {
             KeyFamily::Hmac => matches!(alg, HS256 | HS384 | HS512),
         };
         family_fits && self.alg.is_none_or(|a| a == alg)
+    }
+
+    /// The pre-parsed public key for `alg`, if this is a public key that fits it.
+    pub fn parsed_for(&self, alg: Algorithm) -> Option<&ParsedPublicKey> {
+        self.parsed.iter().find(|(a, _)| *a == alg).map(|(_, k)| k)
     }
 
     /// The exact signature length `alg` produces with this key.
@@ -102,6 +111,7 @@ impl KeySet {
                 family: KeyFamily::Hmac,
                 alg: None,
                 key: DecodingKey::from_secret(secret),
+                parsed: Vec::new(),
             })],
         }
     }
@@ -205,10 +215,10 @@ fn parse_jwk(jwk: &Value) -> Result<VerifyKey, &'static str> {
             .decode(v)
             .map_err(|_| "key member is not base64url")
     };
-    let (family, key) = match text("kty") {
+    let (family, key, public) = match text("kty") {
         Some("RSA") => {
             let n = b64("n")?;
-            b64("e")?;
+            let e = b64("e")?;
             let len = n.iter().skip_while(|&&b| b == 0).count();
             if len < MIN_RSA_MODULUS_BYTES {
                 return Err("RSA modulus shorter than 2048 bits");
@@ -216,7 +226,7 @@ fn parse_jwk(jwk: &Value) -> Result<VerifyKey, &'static str> {
             let key =
                 DecodingKey::from_rsa_components(text("n").unwrap_or(""), text("e").unwrap_or(""))
                     .map_err(|_| "unusable RSA key")?;
-            (KeyFamily::Rsa(len), key)
+            (KeyFamily::Rsa(len), key, rsa_public_key_der(&n, &e))
         }
         Some("EC") => {
             let (family, size) = match text("crv") {
@@ -224,40 +234,97 @@ fn parse_jwk(jwk: &Value) -> Result<VerifyKey, &'static str> {
                 Some("P-384") => (KeyFamily::P384, 48),
                 _ => return Err("unsupported crv"),
             };
-            if b64("x")?.len() != size || b64("y")?.len() != size {
+            let (x, y) = (b64("x")?, b64("y")?);
+            if x.len() != size || y.len() != size {
                 return Err("EC coordinates have the wrong length");
             }
+            let mut point = Vec::with_capacity(1 + 2 * size);
+            point.push(4); // uncompressed
+            point.extend_from_slice(&x);
+            point.extend_from_slice(&y);
             let key =
                 DecodingKey::from_ec_components(text("x").unwrap_or(""), text("y").unwrap_or(""))
                     .map_err(|_| "unusable EC key")?;
-            (family, key)
+            (family, key, point)
         }
         Some("OKP") => {
             if text("crv") != Some("Ed25519") {
                 return Err("unsupported crv");
             }
-            if b64("x")?.len() != 32 {
+            let x = b64("x")?;
+            if x.len() != 32 {
                 return Err("Ed25519 key has the wrong length");
             }
             let key = DecodingKey::from_ed_components(text("x").unwrap_or(""))
                 .map_err(|_| "unusable Ed25519 key")?;
-            (KeyFamily::Ed25519, key)
+            (KeyFamily::Ed25519, key, x)
         }
         Some("oct") => return Err("symmetric keys are never taken from a JWKS"),
         _ => return Err("unsupported kty"),
     };
-    let key = VerifyKey {
+    let mut key = VerifyKey {
         kid: text("kid").map(str::to_owned),
         family,
         alg,
         key,
+        parsed: Vec::new(),
     };
     if let Some(a) = alg {
         if !key.fits(a) {
             return Err("alg does not fit the key type");
         }
     }
+    for (a, verification) in VERIFICATION {
+        if key.fits(*a) {
+            let parsed = ParsedPublicKey::new(*verification, &public)
+                .map_err(|_| "public key rejected by the crypto library")?;
+            key.parsed.push((*a, parsed));
+        }
+    }
     Ok(key)
+}
+
+/// aws-lc-rs verification for each public-key algorithm (RSA 2048–8192 bits,
+/// as jsonwebtoken allows; ECDSA as fixed-length `r‖s`).
+const VERIFICATION: &[(Algorithm, &'static dyn VerificationAlgorithm)] = &[
+    (Algorithm::RS256, &signature::RSA_PKCS1_2048_8192_SHA256),
+    (Algorithm::RS384, &signature::RSA_PKCS1_2048_8192_SHA384),
+    (Algorithm::RS512, &signature::RSA_PKCS1_2048_8192_SHA512),
+    (Algorithm::PS256, &signature::RSA_PSS_2048_8192_SHA256),
+    (Algorithm::PS384, &signature::RSA_PSS_2048_8192_SHA384),
+    (Algorithm::PS512, &signature::RSA_PSS_2048_8192_SHA512),
+    (Algorithm::ES256, &signature::ECDSA_P256_SHA256_FIXED),
+    (Algorithm::ES384, &signature::ECDSA_P384_SHA384_FIXED),
+    (Algorithm::EdDSA, &signature::ED25519),
+];
+
+/// PKCS#1 `RSAPublicKey ::= SEQUENCE { modulus INTEGER, publicExponent INTEGER }` in DER.
+fn rsa_public_key_der(n: &[u8], e: &[u8]) -> Vec<u8> {
+    fn integer(out: &mut Vec<u8>, bytes: &[u8]) {
+        let bytes = &bytes[bytes.iter().take_while(|b| **b == 0).count()..];
+        let pad = bytes.first().is_none_or(|b| b & 0x80 != 0);
+        out.push(0x02);
+        length(out, bytes.len() + usize::from(pad));
+        if pad {
+            out.push(0);
+        }
+        out.extend_from_slice(bytes);
+    }
+    fn length(out: &mut Vec<u8>, len: usize) {
+        match len {
+            0..=0x7f => out.push(len as u8),
+            0x80..=0xff => out.extend_from_slice(&[0x81, len as u8]),
+            _ => out.extend_from_slice(&[0x82, (len >> 8) as u8, len as u8]),
+        }
+    }
+    let mut body = Vec::with_capacity(n.len() + e.len() + 16);
+    integer(&mut body, n);
+    integer(&mut body, e);
+    let mut out = Vec::with_capacity(body.len() + 4);
+    out.push(0x30);
+    length(&mut out, body.len());
+    out.extend_from_slice(&body);
+    out
 }
 
 #[cfg(test)]
