@@ -16,13 +16,18 @@ pub fn url(issuer: &str) -> String {
 
 /// Fetches the discovery document and returns its `jwks_uri`.
 pub async fn jwks_uri(fetcher: &Fetcher, issuer: &str) -> Result<String, FetchError> {
+    let doc = fetcher.get_json(&url(issuer)).await?;
+    parse(&doc.body, issuer)
+}
+
+/// The `jwks_uri` of a discovery document for `issuer`.
+pub fn parse(body: &[u8], issuer: &str) -> Result<String, FetchError> {
     #[derive(Deserialize)]
     struct Doc {
         issuer: String,
         jwks_uri: String,
     }
-    let doc = fetcher.get_json(&url(issuer)).await?;
-    let doc: Doc = serde_json::from_slice(&doc.body)
+    let doc: Doc = serde_json::from_slice(body)
         .map_err(|_| FetchError::Invalid("discovery document lacks issuer or jwks_uri"))?;
     if doc.issuer != issuer {
         return Err(FetchError::IssuerMismatch { found: doc.issuer });
