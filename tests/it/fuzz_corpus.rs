@@ -8,7 +8,10 @@ mod checks;
 
 use std::path::Path;
 
-fn replay(target: &str, check: fn(&[u8])) -> usize {
+/// One fuzz target's check.
+type Check = fn(&[u8]);
+
+fn replay(target: &str, check: Check) -> usize {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
     let mut n = 0;
     for dir in [
@@ -31,7 +34,7 @@ fn replay(target: &str, check: fn(&[u8])) -> usize {
 
 #[test]
 fn fuzz_seeds_and_regressions_replay_cleanly() {
-    let targets: [(&str, fn(&[u8])); 5] = [
+    let targets: [(&str, Check); 5] = [
         ("token", checks::token),
         ("jwks", checks::jwks),
         ("discovery", checks::discovery),
