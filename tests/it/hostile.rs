@@ -236,3 +236,73 @@ async fn failing_requests_leak_no_descriptors() {
     eprintln!("gateway descriptors: {before} before, {after} after 2000 failing requests");
     assert!(after <= before + 4, "{before} -> {after}");
 }
+
+#[tokio::test]
+async fn http2_rapid_reset_is_cut_off_and_others_are_still_served() {
+    let up = Upstream::spawn().await;
+    let gw = public_gateway(&up.url(), "5s").await;
+    let addr = gw.running.proxy_addr;
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut client, conn) = h2::client::handshake(tcp).await.unwrap();
+    let conn = tokio::spawn(conn);
+    let attempts = 5_000;
+    let mut sent = 0;
+    for i in 0..attempts {
+        let ready = tokio::time::timeout(Duration::from_secs(2), client.ready()).await;
+        let Ok(Ok(c)) = ready else { break };
+        client = c;
+        let req = http::Request::get(format!("http://gateway.test/rr/{i}?delay_ms=200"))
+            .body(())
+            .unwrap();
+        let Ok((response, mut stream)) = client.send_request(req, true) else {
+            break;
+        };
+        stream.send_reset(h2::Reason::CANCEL);
+        drop(response);
+        sent += 1;
+    }
+    // The gateway ends the abusive connection instead of serving it forever.
+    let ended = tokio::time::timeout(Duration::from_secs(5), conn).await;
+    eprintln!(
+        "rapid reset: {sent} of {attempts} streams sent, connection: {ended:?}, upstream saw {}",
+        up.count()
+    );
+    // We still hold the client half, so an ended connection is the
+    // gateway's doing (GOAWAY, then close: our next writes hit a broken pipe).
+    let cut_off = matches!(&ended, Ok(Ok(Err(_))));
+    assert!(sent < attempts || cut_off, "never cut off: {ended:?}");
+    assert!(up.count() < attempts / 2, "upstream saw {}", up.count());
+    // Everyone else is still served.
+    assert_eq!(raw::get(addr, "/ok", &[]).await.status, 200);
+}
+
+#[tokio::test]
+async fn http2_stream_floods_are_bounded_by_the_advertised_limit() {
+    let up = Upstream::spawn().await;
+    let gw = public_gateway(&up.url(), "5s").await;
+    let tcp = tokio::net::TcpStream::connect(gw.running.proxy_addr)
+        .await
+        .unwrap();
+    let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    let req = http::Request::get("http://gateway.test/first")
+        .body(())
+        .unwrap();
+    let (response, _) = client.send_request(req, true).unwrap();
+    assert_eq!(response.await.unwrap().status(), 200);
+    // The server's SETTINGS cap concurrent streams: a flood waits its turn.
+    assert_eq!(client.current_max_send_streams(), 256);
+    let mut pending = Vec::new();
+    for i in 0..600 {
+        client = client.ready().await.unwrap();
+        let req = http::Request::get(format!("http://gateway.test/f/{i}?delay_ms=50"))
+            .body(())
+            .unwrap();
+        pending.push(client.send_request(req, true).unwrap().0);
+    }
+    for response in pending {
+        assert_eq!(response.await.unwrap().status(), 200);
+    }
+    assert_eq!(up.count(), 601);
+}
