@@ -210,6 +210,7 @@ impl Introspector {
         Answer::Active(Arc::new(Verified {
             issuer: self.issuer.name.as_str().into(),
             kid: None,
+            key_id: [0; 32],
             claims,
             exp,
             digest,

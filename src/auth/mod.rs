@@ -223,9 +223,9 @@ impl Authenticator {
     ) -> Option<Arc<Verified>> {
         let hit = self.verified.get(token.0).filter(|v| {
             v.exp > verify::now()
-                && issuers
-                    .iter()
-                    .any(|k| *k.issuer().name == *v.issuer && k.still_has(v.kid.as_deref()))
+                && issuers.iter().any(|k| {
+                    *k.issuer().name == *v.issuer && k.still_has(v.kid.as_deref(), &v.key_id)
+                })
         });
         match hit {
             Some(_) => self.cache_hits.inc(),

@@ -21,6 +21,9 @@ pub struct Verified {
     pub issuer: Arc<str>,
     /// `kid` used, rechecked on cache hits so a removed key stops its tokens.
     pub kid: Option<String>,
+    /// The verifying key's id, rechecked on cache hits so a key replaced
+    /// under the same `kid` stops its tokens too.
+    pub key_id: [u8; 32],
     /// All claims.
     pub claims: Map<String, Value>,
     /// `exp`, seconds since the epoch.
@@ -93,6 +96,7 @@ pub async fn verify(
     Ok(Verified {
         issuer: issuer.name.as_str().into(),
         kid: jws.header.kid,
+        key_id: key.id,
         claims: jws.claims,
         exp,
         digest,

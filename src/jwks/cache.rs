@@ -133,9 +133,9 @@ impl KeyCache {
         &self.name
     }
 
-    /// True when a key with `kid` is still in the current set.
-    pub fn still_has(&self, kid: Option<&str>) -> bool {
-        self.usable().is_some_and(|k| k.contains(kid))
+    /// True when the key `id` (under `kid`) is still in the current set.
+    pub fn still_has(&self, kid: Option<&str>, id: &[u8; 32]) -> bool {
+        self.usable().is_some_and(|k| k.contains(kid, id))
     }
 
     /// The key for a token's `kid` and `alg`; see the module doc for when this fetches.

@@ -42,6 +42,9 @@ pub struct VerifyKey {
     /// Public keys parsed once by aws-lc-rs, one per algorithm the key may
     /// verify, so a verification does not re-parse the key every time.
     pub parsed: Vec<(Algorithm, ParsedPublicKey)>,
+    /// SHA-256 of the public key material (zero for an HMAC secret): a key
+    /// replaced under the same `kid` is a different key.
+    pub id: [u8; 32],
 }
 
 impl std::fmt::Debug for VerifyKey {
@@ -112,6 +115,7 @@ impl KeySet {
                 alg: None,
                 key: DecodingKey::from_secret(secret),
                 parsed: Vec::new(),
+                id: [0; 32],
             })],
         }
     }
@@ -153,12 +157,11 @@ impl KeySet {
         self.keys.is_empty()
     }
 
-    /// True when a key with `kid` is present.
-    pub fn contains(&self, kid: Option<&str>) -> bool {
-        match kid {
-            Some(kid) => self.keys.iter().any(|k| k.kid.as_deref() == Some(kid)),
-            None => true,
-        }
+    /// True when the key `id` is still published (under `kid`, if given).
+    pub fn contains(&self, kid: Option<&str>, id: &[u8; 32]) -> bool {
+        self.keys
+            .iter()
+            .any(|k| &k.id == id && (kid.is_none() || k.kid.as_deref() == kid))
     }
 
     /// The key to verify a token with `kid` and `alg`. Without a kid, the
@@ -268,6 +271,7 @@ fn parse_jwk(jwk: &Value) -> Result<VerifyKey, &'static str> {
         alg,
         key,
         parsed: Vec::new(),
+        id: key_id(&public),
     };
     if let Some(a) = alg {
         if !key.fits(a) {
@@ -297,6 +301,13 @@ const VERIFICATION: &[(Algorithm, &'static dyn VerificationAlgorithm)] = &[
     (Algorithm::ES384, &signature::ECDSA_P384_SHA384_FIXED),
     (Algorithm::EdDSA, &signature::ED25519),
 ];
+
+fn key_id(public: &[u8]) -> [u8; 32] {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, public);
+    let mut id = [0; 32];
+    id.copy_from_slice(d.as_ref());
+    id
+}
 
 /// PKCS#1 `RSAPublicKey ::= SEQUENCE { modulus INTEGER, publicExponent INTEGER }` in DER.
 fn rsa_public_key_der(n: &[u8], e: &[u8]) -> Vec<u8> {

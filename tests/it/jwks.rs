@@ -107,6 +107,36 @@ async fn rotation_accepts_the_new_kid_and_drops_the_removed_one() {
 }
 
 #[tokio::test]
+async fn a_key_replaced_under_the_same_kid_stops_its_cached_tokens() {
+    let (a, b) = (Signer::es256("k1"), Signer::es256("k1"));
+    let issuer = TestIssuer::spawn(&[&a]).await;
+    let up = Upstream::spawn().await;
+    let gw = TestGateway::start(&yaml(
+        &issuer,
+        &up,
+        "ttl: 10m, min_refresh_interval: 1s",
+        &jwks_uri(&issuer),
+    ))
+    .await;
+    let old = a.token("ES256", json!({}), &issuer.claims());
+    assert_eq!(status(&gw, &old).await.0, 200, "verified and cached");
+    // The IdP replaces the key but keeps its kid (bad practice, but seen).
+    issuer.publish(&[&b]);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let unknown = b.token("ES256", json!({"kid": "k9"}), &issuer.claims());
+    assert_eq!(status(&gw, &unknown).await.0, 401, "forces one refresh");
+    let seen = up.count();
+    assert_eq!(
+        status(&gw, &old).await.0,
+        401,
+        "the cached token of the replaced key is checked again and refused"
+    );
+    assert_eq!(up.count(), seen);
+    let new = b.token("ES256", json!({}), &issuer.claims());
+    assert_eq!(status(&gw, &new).await.0, 200);
+}
+
+#[tokio::test]
 async fn cached_keys_survive_an_idp_outage_then_503_after_the_stale_window() {
     let k1 = Signer::es256("k1");
     let issuer = TestIssuer::spawn(&[&k1]).await;

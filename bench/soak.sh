@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# Soak: authgate under mixed valid and forged traffic for SOAK_SECONDS
+# (default 600), with the issuer's signing keys rotated and the config
+# reloaded (SIGHUP) every ROTATE_EVERY seconds (default 60). Counts every
+# status the clients see: anything but 200 (valid token, key published) and
+# 401 (forged, or signed by the key just rotated out) is unexpected. Prints
+# the gateway's RSS at the start and the end. Stops everything it started.
+#
+#   bash bench/soak.sh
+#   SOAK_SECONDS=120 ROTATE_EVERY=20 bash bench/soak.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SOAK_SECONDS=${SOAK_SECONDS:-600}
+ROTATE_EVERY=${ROTATE_EVERY:-60}
+CONNECTIONS=${CONNECTIONS:-32}
+
+need() { command -v "$1" >/dev/null 2>&1; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+missing=()
+need wrk || missing+=(wrk)
+need nginx || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+if [ ${#missing[@]} -gt 0 ]; then
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+WORK=$(mktemp -d /tmp/authgate-soak.XXXXXX)
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    [ -f "$WORK/nginx.conf" ] && "$NGINX" -c "$WORK/nginx.conf" -s stop 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+cargo build --release --quiet --bin authgate --example bench_tokens
+# Two key generations, A and B: each with its JWKS and 1,000 valid tokens.
+for gen in a b; do target/release/examples/bench_tokens "$WORK/$gen" 1000; done
+cat "$WORK/a/distinct.txt" "$WORK/b/distinct.txt" "$WORK/a/forged.txt" | shuf >"$WORK/mix.txt"
+
+UPSTREAM=$(free_port); GATE=$(free_port); ADMIN=$(free_port)
+cat >"$WORK/nginx.conf" <<EOF
+worker_processes 1; daemon on; pid $WORK/nginx.pid; error_log $WORK/nginx.err warn;
+events {}
+http { access_log off; client_body_temp_path $WORK/b; proxy_temp_path $WORK/p;
+  fastcgi_temp_path $WORK/f; uwsgi_temp_path $WORK/u; scgi_temp_path $WORK/s;
+  server { listen 127.0.0.1:$UPSTREAM; keepalive_requests 1000000; location / { return 200 'ok'; } } }
+EOF
+"$NGINX" -c "$WORK/nginx.conf"
+
+cp "$WORK/a/jwks.json" "$WORK/jwks.json"
+write_config() { # a comment that changes, so every rotation is also a reload
+    cat >"$WORK/gateway.yaml" <<EOF
+# generation $1
+server: { listen: "127.0.0.1:$GATE" }
+admin: { listen: "127.0.0.1:$ADMIN" }
+issuers:
+  idp:
+    issuer: "https://idp.bench"
+    jwks_file: jwks.json
+    algorithms: [RS256]
+    audiences: [api]
+    jwks_cache: { ttl: ${ROTATE_EVERY}s }
+routes:
+  - name: soak
+    match: { path_prefix: / }
+    upstream: "http://127.0.0.1:$UPSTREAM"
+    auth: { issuers: [idp], scopes_all: [read] }
+EOF
+}
+write_config 0
+target/release/authgate run --config "$WORK/gateway.yaml" --log-level warn >"$WORK/gateway.log" 2>&1 &
+GATE_PID=$!
+PIDS+=("$GATE_PID")
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$ADMIN/readyz" >/dev/null && break; sleep 0.1; done
+rss() { awk '/VmRSS/ {print $2}' "/proc/$GATE_PID/status"; }
+RSS_START=$(rss)
+
+cat >"$WORK/soak.lua" <<'EOF'
+local tokens, i, counts = {}, 0, {}
+local threads = {}
+setup = function(thread) table.insert(threads, thread) end
+init = function(args)
+    for line in io.lines(args[1]) do tokens[#tokens + 1] = line end
+    i = math.random(#tokens)
+end
+request = function()
+    i = i % #tokens + 1
+    return wrk.format("GET", "/soak", { ["Authorization"] = "Bearer " .. tokens[i] })
+end
+response = function(status) counts[status] = (counts[status] or 0) + 1 end
+done = function()
+    local total = {}
+    for _, t in ipairs(threads) do
+        local c = t:get("counts")
+        for s, n in pairs(c) do total[s] = (total[s] or 0) + n end
+    end
+    for s, n in pairs(total) do io.write(string.format("status %d: %d\n", s, n)) end
+end
+EOF
+
+echo "== soak: ${SOAK_SECONDS}s, rotation and reload every ${ROTATE_EVERY}s, RSS at start ${RSS_START} KiB"
+wrk -t2 -c"$CONNECTIONS" -d"${SOAK_SECONDS}s" -s "$WORK/soak.lua" "http://127.0.0.1:$GATE" -- "$WORK/mix.txt" >"$WORK/wrk.out" 2>&1 &
+WRK_PID=$!
+PIDS+=("$WRK_PID")
+gen=0
+elapsed=0
+while kill -0 "$WRK_PID" 2>/dev/null; do
+    sleep 1
+    elapsed=$((elapsed + 1))
+    if [ $((elapsed % ROTATE_EVERY)) = 0 ]; then
+        gen=$((gen + 1))
+        if [ $((gen % 2)) = 1 ]; then cp "$WORK/b/jwks.json" "$WORK/jwks.json"; else cp "$WORK/a/jwks.json" "$WORK/jwks.json"; fi
+        write_config "$gen"
+        kill -HUP "$GATE_PID"
+        echo "  ${elapsed}s: rotated to key generation $((gen % 2)), reloaded; RSS $(rss) KiB"
+    fi
+done
+RSS_END=$(rss)
+cat "$WORK/wrk.out"
+UNEXPECTED=$(awk '/^status/ { sub(":", "", $2); if ($2 != 200 && $2 != 401) n += $3 } END { print n + 0 }' "$WORK/wrk.out")
+RELOADS=$(curl -sf "http://127.0.0.1:$ADMIN/metrics" | grep '^authgate_config_reloads_total' || true)
+echo "== RSS start ${RSS_START} KiB, end ${RSS_END} KiB; unexpected statuses: ${UNEXPECTED}"
+echo "$RELOADS"
+[ "$UNEXPECTED" = 0 ]
