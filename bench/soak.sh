@@ -80,7 +80,9 @@ rss() { awk '/VmRSS/ {print $2}' "/proc/$GATE_PID/status"; }
 RSS_START=$(rss)
 
 cat >"$WORK/soak.lua" <<'EOF'
-local tokens, i, counts = {}, 0, {}
+-- `counts` is global so done() can read each thread's copy with get().
+local tokens, i = {}, 0
+counts = {}
 local threads = {}
 setup = function(thread) table.insert(threads, thread) end
 init = function(args)
@@ -121,6 +123,10 @@ while kill -0 "$WRK_PID" 2>/dev/null; do
 done
 RSS_END=$(rss)
 cat "$WORK/wrk.out"
+if ! grep -q '^status ' "$WORK/wrk.out"; then
+    echo "no status counts from wrk: the soak proves nothing" >&2
+    exit 1
+fi
 UNEXPECTED=$(awk '/^status/ { sub(":", "", $2); if ($2 != 200 && $2 != 401) n += $3 } END { print n + 0 }' "$WORK/wrk.out")
 RELOADS=$(curl -sf "http://127.0.0.1:$ADMIN/metrics" | grep '^authgate_config_reloads_total' || true)
 echo "== RSS start ${RSS_START} KiB, end ${RSS_END} KiB; unexpected statuses: ${UNEXPECTED}"
