@@ -19,6 +19,7 @@
 #
 #   bash bench/run.sh                 # 2 rounds of 5 s per run (about 3 min)
 #   ROUNDS=3 SECONDS_PER_RUN=10 CONNECTIONS=64 bash bench/run.sh
+#   SCENARIOS=reused TARGETS="nginx authgate" IDLE_CONNECTIONS=0 bash bench/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,6 +29,8 @@ CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-2}
 IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-10000}
 DISTINCT_TOKENS=${DISTINCT_TOKENS:-40000}
+SCENARIOS=${SCENARIOS:-reused distinct forged}
+TARGETS=${TARGETS:-direct nginx authgate nginx-tls authgate-tls}
 
 need() { command -v "$1" >/dev/null 2>&1; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -183,13 +186,18 @@ run() { # scenario, target, url, admin port or -, pids...
 echo "== $ROUNDS rounds x ${SECONDS_PER_RUN}s per run, $CONNECTIONS connections, $THREADS wrk threads"
 for round in $(seq "$ROUNDS"); do
     echo "-- round $round"
-    for scenario in reused distinct forged; do
+    for scenario in $SCENARIOS; do
         [ "$scenario" = distinct ] && start_gateways
-        run "$scenario" direct "http://127.0.0.1:$UPSTREAM" -
-        run "$scenario" nginx "http://127.0.0.1:$NGINX_PLAIN" - $(nginx_pids)
-        run "$scenario" authgate "http://127.0.0.1:$GATE_PLAIN" "$ADMIN_PLAIN" "$GATE_PID_plain"
-        run "$scenario" nginx-tls "https://127.0.0.1:$NGINX_TLS" - $(nginx_pids)
-        run "$scenario" authgate-tls "https://127.0.0.1:$GATE_TLS" "$ADMIN_TLS" "$GATE_PID_tls"
+        for target in $TARGETS; do
+            case $target in
+            direct) run "$scenario" direct "http://127.0.0.1:$UPSTREAM" - ;;
+            nginx) run "$scenario" nginx "http://127.0.0.1:$NGINX_PLAIN" - $(nginx_pids) ;;
+            authgate) run "$scenario" authgate "http://127.0.0.1:$GATE_PLAIN" "$ADMIN_PLAIN" "$GATE_PID_plain" ;;
+            nginx-tls) run "$scenario" nginx-tls "https://127.0.0.1:$NGINX_TLS" - $(nginx_pids) ;;
+            authgate-tls) run "$scenario" authgate-tls "https://127.0.0.1:$GATE_TLS" "$ADMIN_TLS" "$GATE_PID_tls" ;;
+            *) echo "unknown target $target" >&2; exit 2 ;;
+            esac
+        done
     done
 done
 
@@ -223,23 +231,33 @@ for (s, t), (rps, p50, p99, cpu, bad, verified) in sorted(rows.items(), key=lamb
 EOF
 
 echo
-echo "== $IDLE_CONNECTIONS idle keep-alive connections to authgate (plain)"
+[ "$IDLE_CONNECTIONS" -gt 0 ] || exit 0
+echo "== $IDLE_CONNECTIONS idle keep-alive connections to a freshly started authgate (plain)"
 ulimit -n $((IDLE_CONNECTIONS + 1000)) 2>/dev/null || true
-rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
-echo "RSS before: $(rss "$GATE_PID_plain") KiB"
+start_gateways
 python3 - "$GATE_PLAIN" "$IDLE_CONNECTIONS" "$(head -1 "$WORK/reused.txt")" "$GATE_PID_plain" <<'EOF'
-import socket, sys
+import socket, sys, time
 port, n, token, pid = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+def rss():
+    return int([l for l in open(f"/proc/{pid}/status") if l.startswith("VmRSS")][0].split()[1])
 req = f"GET /bench HTTP/1.1\r\nHost: b\r\nAuthorization: Bearer {token}\r\n\r\n".encode()
-socks = []
-for _ in range(n):
+def one():
     s = socket.create_connection(("127.0.0.1", port))
     s.sendall(req)
+    return s, s.recv(4096).startswith(b"HTTP/1.1 200")
+warm = [one()[0] for _ in range(10)]  # caches, pools and allocator warmed
+for s in warm:
+    s.close()
+before = rss()
+socks, ok = [], 0
+for _ in range(n):  # one at a time: each served, then left idle
+    s, good = one()
     socks.append(s)
-ok = 0
-for s in socks:
-    if s.recv(4096).startswith(b"HTTP/1.1 200"):
-        ok += 1
-rss = [l for l in open(f"/proc/{pid}/status") if l.startswith("VmRSS")][0].split()[1]
-print(f"{ok}/{n} connections served and held open; RSS with them idle: {rss} KiB")
+    ok += good
+served = rss()
+time.sleep(3)  # connections at rest for a second are parked (server/http1.rs)
+after = rss()
+print(f"{ok}/{n} connections served one request each and held open")
+print(f"RSS {before} KiB before, {served} KiB right after ({(served - before) / n:.1f} KiB "
+      f"per connection), {after} KiB with them parked ({(after - before) / n:.1f} KiB per connection)")
 EOF

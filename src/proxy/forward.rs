@@ -1,9 +1,11 @@
 //! Sends an already-authorised request to its route's upstream over a
-//! pooled hyper-util client and streams the answer back. WebSocket (and any
-//! HTTP/1.1 `Upgrade`) is spliced through once the upstream answers 101.
+//! pooled hyper-util client and streams the answer back. For WebSocket (and
+//! any HTTP/1.1 `Upgrade`) the upstream's side is left in the client
+//! connection's [`UpgradeSlot`] once the upstream answers 101; the client
+//! connection splices the two (see `server/http1.rs`).
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::header::{self, HeaderValue};
@@ -13,7 +15,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use rustls::RootCertStore;
 
 use super::Body;
@@ -120,10 +122,10 @@ impl Forwarder {
             Ok(Err(e)) => return Err(ForwardError::Unavailable(e)),
             Ok(Ok(response)) => response,
         };
-        if let (Some((client_side, protocol)), StatusCode::SWITCHING_PROTOCOLS) =
+        if let (Some((slot, protocol)), StatusCode::SWITCHING_PROTOCOLS) =
             (upgrade, response.status())
         {
-            return Ok(splice(client_side, protocol, response));
+            return Ok(switch(slot, protocol, response));
         }
         let (mut parts, body) = response.into_parts();
         headers::rewrite_response(&mut parts.headers);
@@ -160,15 +162,32 @@ pub fn upstream_uri(
     Uri::try_from(text).map_err(|_| ForwardError::BadRequest)
 }
 
-/// For an HTTP/1.1 upgrade request: the client's pending upgrade and the
-/// requested protocol, restoring the hop-by-hop headers an upgrade needs.
-fn take_upgrade(req: &mut Request<Incoming>) -> Option<(OnUpgrade, HeaderValue)> {
+/// For an HTTP/1.1 upgrade request: the client connection's upgrade slot
+/// and the requested protocol, restoring the hop-by-hop headers an upgrade
+/// needs.
+fn take_upgrade(req: &mut Request<Incoming>) -> Option<(UpgradeSlot, HeaderValue)> {
     let protocol = req.extensions().get::<UpgradeRequest>()?.0.clone();
-    let on_upgrade = req.extensions_mut().remove::<OnUpgrade>()?;
+    let slot = req.extensions_mut().remove::<UpgradeSlot>()?;
     req.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     req.headers_mut().insert(header::UPGRADE, protocol.clone());
-    Some((on_upgrade, protocol))
+    Some((slot, protocol))
+}
+
+/// Where an upstream that switched protocols leaves its side of the
+/// connection for the client connection to splice with its own.
+#[derive(Debug, Clone, Default)]
+pub struct UpgradeSlot(Arc<Mutex<Option<OnUpgrade>>>);
+
+impl UpgradeSlot {
+    fn put(&self, upstream: OnUpgrade) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(upstream);
+    }
+
+    /// The upstream's side, if the last request switched protocols.
+    pub fn take(&self) -> Option<OnUpgrade> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
 }
 
 /// Marks a request as an upgrade (set before headers are rewritten, since
@@ -193,22 +212,13 @@ pub fn note_upgrade(req: &mut http::request::Parts) {
     }
 }
 
-fn splice(
-    client_side: OnUpgrade,
+/// The 101 for the client; the upstream's side goes to `slot`.
+fn switch(
+    slot: UpgradeSlot,
     protocol: HeaderValue,
     mut response: Response<Incoming>,
 ) -> Response<Body> {
-    let upstream_side = hyper::upgrade::on(&mut response);
-    tokio::spawn(async move {
-        let (Ok(client), Ok(upstream)) = (client_side.await, upstream_side.await) else {
-            tracing::debug!("upgrade abandoned before both sides switched");
-            return;
-        };
-        let (mut a, mut b) = (TokioIo::new(client), TokioIo::new(upstream));
-        if let Err(e) = tokio::io::copy_bidirectional(&mut a, &mut b).await {
-            tracing::debug!(error.kind = ?e.kind(), "upgraded connection ended");
-        }
-    });
+    slot.put(hyper::upgrade::on(&mut response));
     let (mut parts, _) = response.into_parts();
     headers::rewrite_response(&mut parts.headers);
     parts

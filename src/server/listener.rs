@@ -1,24 +1,34 @@
 //! The proxy listener: accept under `max_connections`, optional TLS
 //! handshake (bounded by `header_read_timeout`), HTTP/1.1 and HTTP/2 on one
-//! port, idle connections closed after `idle_timeout`, graceful drain on stop.
+//! port (ALPN over TLS, the connection preface in plain text), idle
+//! connections closed after `idle_timeout`, graceful drain on stop.
 
 use std::convert::Infallible;
-use std::io;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use hyper::service::service_fn;
+use bytes::Bytes;
+use http::{Request, Response, header};
+use http_body::{Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::server::conn::http2;
+use hyper::service::{Service, service_fn};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 
+use super::activity::{Activity, Busy, Tracked};
+use super::http1;
 use crate::gateway::Gateway;
-use crate::proxy::headers::ClientInfo;
+use crate::proxy::forward::UpgradeSlot;
+use crate::proxy::{Body, headers::ClientInfo};
+
+/// The HTTP/2 connection preface, which a plain-text HTTP/2 client (prior
+/// knowledge) sends first.
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Runs the accept loop until `stop` turns true, then waits (at most the
 /// configured drain time) for in-flight connections to finish.
@@ -65,48 +75,87 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener, mut stop: watch
     }
 }
 
+/// One client connection. The task's own future stays small (a parked
+/// connection holds little more than it): the TLS and HTTP/2 paths, which
+/// are large, are boxed.
 async fn connection(
     gateway: Arc<Gateway>,
     tcp: TcpStream,
     ip: std::net::IpAddr,
-    stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
 ) {
     let _ = tcp.set_nodelay(true);
     let runtime = gateway.runtime();
     let server = runtime.config.server.clone();
-    let activity = Activity::new();
-    let io = Tracked {
-        inner: tcp,
-        activity: activity.clone(),
-    };
-    match runtime.tls_acceptor() {
-        None => {
-            let client = ClientInfo::new(ip, false);
-            serve_http(gateway, TokioIo::new(io), client, &server, activity, stop).await;
-        }
-        Some(acceptor) => {
-            drop(runtime);
-            match tokio::time::timeout(server.header_read_timeout, acceptor.accept(io)).await {
-                Ok(Ok(stream)) => {
-                    let client = ClientInfo::new(ip, true);
-                    serve_http(
-                        gateway,
-                        TokioIo::new(stream),
-                        client,
-                        &server,
-                        activity,
-                        stop,
-                    )
-                    .await;
-                }
-                Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
-                Err(_) => tracing::debug!("TLS handshake timed out"),
+    let Some(acceptor) = runtime.tls_acceptor() else {
+        drop(runtime);
+        // Nothing is allocated for the connection until its first bytes
+        // arrive, and those must come within `header_read_timeout`.
+        let first = tokio::select! {
+            sniffed = tokio::time::timeout(server.header_read_timeout, sniff_h2(&tcp)) => sniffed,
+            _ = stopped(&mut stop) => return,
+        };
+        let activity = Activity::new();
+        let client = ClientInfo::new(ip, false);
+        let io = Tracked {
+            inner: tcp,
+            activity: activity.clone(),
+        };
+        match first {
+            Ok(Ok(Some(false))) => http1::serve(gateway, io, client, &server, activity, stop).await,
+            Ok(Ok(Some(true))) => {
+                Box::pin(serve_h2(gateway, io, client, &server, activity, stop)).await
             }
+            Ok(Ok(None)) | Ok(Err(_)) => {}
+            Err(_) => tracing::debug!("no request within header_read_timeout"),
         }
+        return;
+    };
+    drop(runtime);
+    Box::pin(async move {
+        let activity = Activity::new();
+        let io = Tracked {
+            inner: tcp,
+            activity: activity.clone(),
+        };
+        match tokio::time::timeout(server.header_read_timeout, acceptor.accept(io)).await {
+            Ok(Ok(stream)) => {
+                let client = ClientInfo::new(ip, true);
+                if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                    serve_h2(gateway, stream, client, &server, activity, stop).await;
+                } else {
+                    http1::serve(gateway, stream, client, &server, activity, stop).await;
+                }
+            }
+            Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+            Err(_) => tracing::debug!("TLS handshake timed out"),
+        }
+    })
+    .await;
+}
+
+/// Waits for a plain connection's first bytes without reading them: `true`
+/// for the HTTP/2 preface, `false` for anything else (HTTP/1.1), `None` when
+/// the client closed without sending anything.
+async fn sniff_h2(tcp: &TcpStream) -> std::io::Result<Option<bool>> {
+    let mut buf = [0u8; H2_PREFACE.len()];
+    loop {
+        let n = tcp.peek(&mut buf).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        if buf[..n] != H2_PREFACE[..n] {
+            return Ok(Some(false));
+        }
+        if n == H2_PREFACE.len() {
+            return Ok(Some(true));
+        }
+        // A prefix of the preface: wait for the rest (peek would not block).
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
-async fn serve_http<I>(
+async fn serve_h2<I>(
     gateway: Arc<Gateway>,
     io: I,
     client: ClientInfo,
@@ -114,28 +163,18 @@ async fn serve_http<I>(
     activity: Activity,
     mut stop: watch::Receiver<bool>,
 ) where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = http2::Builder::new(TokioExecutor::new());
     builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(server.header_read_timeout)
-        .max_buf_size(server.max_header_bytes.max(8192))
-        .keep_alive(true);
-    builder
-        .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(server.max_header_bytes as u32)
         .max_concurrent_streams(256)
         .max_pending_accept_reset_streams(64)
         .max_local_error_reset_streams(256)
         .keep_alive_interval(Some(Duration::from_secs(30)));
-    let service = service_fn(move |req| {
-        let (gateway, client) = (gateway.clone(), client.clone());
-        async move { Ok::<_, Infallible>(gateway.handle(req, client).await) }
-    });
-    let conn = builder.serve_connection_with_upgrades(io, service);
+    let service = service(gateway, client, activity.clone(), None);
+    let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
     let idle = server.idle_timeout;
     let mut draining = false;
@@ -161,80 +200,64 @@ async fn serve_http<I>(
     }
 }
 
-/// Resolves once the stop flag is set (or its sender is gone).
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await.map(|_| ());
-}
+/// The future answering one request.
+pub(super) type Reply =
+    Pin<Box<dyn Future<Output = Result<Response<ConnBody>, Infallible>> + Send>>;
 
-/// Last time bytes moved on a connection.
-#[derive(Clone)]
-struct Activity(Arc<AtomicU64>, Instant);
-
-impl Activity {
-    fn new() -> Self {
-        Self(Arc::new(AtomicU64::new(0)), Instant::now())
-    }
-    fn touch(&self) {
-        self.0
-            .store(self.1.elapsed().as_millis() as u64, Ordering::Relaxed);
-    }
-    fn idle_for(&self) -> Duration {
-        let last = Duration::from_millis(self.0.load(Ordering::Relaxed));
-        self.1.elapsed().saturating_sub(last)
-    }
-}
-
-/// A stream that records activity on every read and write.
-struct Tracked {
-    inner: TcpStream,
+/// The service hyper calls for each request of one connection. The request
+/// counts as in flight until its response body is dropped; an HTTP/1.1
+/// upgrade request carries the connection's upgrade slot to the forwarder.
+pub(super) fn service(
+    gateway: Arc<Gateway>,
+    client: ClientInfo,
     activity: Activity,
+    upgrades: Option<UpgradeSlot>,
+) -> impl Service<Request<Incoming>, Response = Response<ConnBody>, Error = Infallible, Future = Reply>
++ Clone
++ Send
++ Unpin
++ 'static {
+    service_fn(move |mut req: Request<Incoming>| -> Reply {
+        let busy = activity.busy();
+        if let Some(slot) = &upgrades {
+            if req.headers().contains_key(header::UPGRADE) {
+                req.extensions_mut().insert(slot.clone());
+            }
+        }
+        let (gateway, client) = (gateway.clone(), client.clone());
+        // Boxed so that an idle connection does not keep a request-sized slot.
+        Box::pin(async move {
+            let response = gateway.handle(req, client).await;
+            Ok(response.map(|inner| ConnBody { inner, _busy: busy }))
+        })
+    })
 }
 
-impl AsyncRead for Tracked {
-    fn poll_read(
+/// A response body that keeps its request counted as in flight.
+pub(super) struct ConnBody {
+    inner: Body,
+    _busy: Busy,
+}
+
+impl http_body::Body for ConnBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.activity.touch();
-        }
-        r
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+    fn is_end_stream(&self) -> bool {
+        http_body::Body::is_end_stream(&self.inner)
+    }
+    fn size_hint(&self) -> SizeHint {
+        http_body::Body::size_hint(&self.inner)
     }
 }
 
-impl AsyncWrite for Tracked {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        r
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        r
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
+/// Resolves once the stop flag is set (or its sender is gone).
+pub(super) async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await.map(|_| ());
 }

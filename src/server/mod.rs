@@ -2,6 +2,8 @@
 //! with a bounded drain. Used by `authgate run`, `authgate demo` and the
 //! integration tests alike, so all three exercise the same code.
 
+mod activity;
+mod http1;
 pub mod listener;
 pub mod shutdown;
 

@@ -11,6 +11,7 @@ mod hostile;
 mod introspection;
 mod jwks;
 mod jwt;
+mod keepalive;
 mod ops;
 mod process;
 mod properties;

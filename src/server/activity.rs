@@ -1,0 +1,156 @@
+//! What a client connection is doing: when bytes last moved each way and
+//! how many of its requests are still being answered. The listener uses it
+//! to close idle connections and to decide when a quiet HTTP/1.1 connection
+//! may be parked (see `http1.rs`).
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// Shared between a connection's task, its stream and its in-flight requests.
+#[derive(Clone)]
+pub struct Activity(Arc<State>);
+
+struct State {
+    start: Instant,
+    /// Milliseconds since `start` of the last read and the last write.
+    read_ms: AtomicU64,
+    write_ms: AtomicU64,
+    /// Requests whose response body has not been dropped yet.
+    busy: AtomicUsize,
+    /// Set when a read found nothing while the connection was at rest.
+    waiting: AtomicBool,
+}
+
+impl Activity {
+    pub fn new() -> Self {
+        Self(Arc::new(State {
+            start: Instant::now(),
+            read_ms: AtomicU64::new(0),
+            write_ms: AtomicU64::new(0),
+            busy: AtomicUsize::new(0),
+            waiting: AtomicBool::new(false),
+        }))
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.0.start.elapsed().as_millis() as u64
+    }
+
+    fn read(&self) {
+        self.0.read_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    fn wrote(&self) {
+        self.0.write_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// How long since bytes last moved either way.
+    pub fn idle_for(&self) -> Duration {
+        let last = self
+            .0
+            .read_ms
+            .load(Ordering::Relaxed)
+            .max(self.0.write_ms.load(Ordering::Relaxed));
+        Duration::from_millis(self.now_ms().saturating_sub(last))
+    }
+
+    /// Counts a request as in flight until the guard is dropped.
+    pub fn busy(&self) -> Busy {
+        self.0.busy.fetch_add(1, Ordering::Relaxed);
+        Busy(self.clone())
+    }
+
+    /// True when nothing is in flight, no bytes arrived since the last
+    /// answer (no request head half-read), and nothing moved for `quiet`.
+    pub fn at_rest(&self, quiet: Duration) -> bool {
+        self.0.busy.load(Ordering::Relaxed) == 0
+            && self.0.read_ms.load(Ordering::Relaxed) <= self.0.write_ms.load(Ordering::Relaxed)
+            && self.idle_for() >= quiet
+    }
+
+    /// When the connection last wrote, in ms since it opened: tells one
+    /// rest period from the next.
+    pub fn last_write(&self) -> u64 {
+        self.0.write_ms.load(Ordering::Relaxed)
+    }
+
+    /// True (once) if, since the last call, a read found the socket empty
+    /// while the connection was at rest: its server is waiting for the next
+    /// request at a message boundary.
+    pub fn take_waiting(&self) -> bool {
+        self.0.waiting.swap(false, Ordering::Relaxed)
+    }
+}
+
+/// An in-flight request (see [`Activity::busy`]).
+pub struct Busy(Activity);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.0.busy.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A TCP stream that records activity on every read and write.
+pub struct Tracked {
+    pub inner: TcpStream,
+    pub activity: Activity,
+}
+
+impl AsyncRead for Tracked {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.read();
+        } else if r.is_pending() && self.activity.at_rest(Duration::ZERO) {
+            self.activity.0.waiting.store(true, Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl AsyncWrite for Tracked {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.wrote();
+        }
+        r
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.wrote();
+        }
+        r
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
