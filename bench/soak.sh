@@ -15,26 +15,7 @@ SOAK_SECONDS=${SOAK_SECONDS:-600}
 ROTATE_EVERY=${ROTATE_EVERY:-60}
 CONNECTIONS=${CONNECTIONS:-32}
 
-need() { command -v "$1" >/dev/null 2>&1; }
-as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
-missing=()
-need wrk || missing+=(wrk)
-need nginx || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
-if [ ${#missing[@]} -gt 0 ]; then
-    as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
-fi
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-
-WORK=$(mktemp -d /tmp/authgate-soak.XXXXXX)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    [ -f "$WORK/nginx.conf" ] && "$NGINX" -c "$WORK/nginx.conf" -s stop 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT INT TERM
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source bench/common.sh authgate-soak
 
 cargo build --release --quiet --bin authgate --example bench_tokens
 # Two key generations, A and B: each with its JWKS and 1,000 valid tokens.
