@@ -1,8 +1,8 @@
 //! Keep-alive connections that go quiet are parked (hyper's state dropped,
 //! the socket kept; see `src/server/http1.rs`). The client must never
 //! notice: the same connection keeps working, a request split across a pause
-//! is not lost, upgrades and slow streamed answers still work, and a parked
-//! connection costs neither CPU nor much memory.
+//! is not lost, upgrades (plain and over TLS) and slow streamed answers
+//! still work, and a parked connection costs neither CPU nor much memory.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -11,6 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::support::binary::{free_port, run};
+use crate::support::tls::TestPki;
 use crate::support::{TestGateway, Upstream, temp_dir};
 
 /// Longer than the gateway's park delay (100 ms), so the connection is parked.
@@ -155,6 +156,47 @@ async fn a_websocket_upgrade_on_a_parked_connection_is_spliced() {
         .unwrap()
         .unwrap();
     assert_eq!(&echoed, b"ping-frame");
+}
+
+#[tokio::test]
+async fn a_websocket_upgrade_over_tls_is_spliced() {
+    // TLS connections are never parked, but their upgrades take the same
+    // path: the socket back from hyper, spliced with the upstream's side.
+    let pki = TestPki::new();
+    let up = Upstream::spawn().await;
+    let gw = TestGateway::start_in(
+        &format!(
+            "server:\n  listen: \"127.0.0.1:0\"\n  tls: {{ cert_file: server.crt, key_file: server.key }}\nroutes:\n  - name: all\n    match: {{ path_prefix: / }}\n    upstream: \"{}\"\n    auth: public\n",
+            up.url()
+        ),
+        &pki.dir,
+    )
+    .await;
+    let tcp = TcpStream::connect(gw.running.proxy_addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = pki.connector().connect(name, tcp).await.unwrap();
+    tls.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tls.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    tls.write_all(b"ping-frame").await.unwrap();
+    let mut echoed = [0u8; 10];
+    tokio::time::timeout(Duration::from_secs(5), tls.read_exact(&mut echoed))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&echoed, b"ping-frame");
+    assert_eq!(up.seen()[0].headers["upgrade"], "websocket");
 }
 
 /// An upstream answering every request on a connection with a chunked body

@@ -47,4 +47,19 @@ impl TestPki {
         let b = if http2_only { b } else { b.http1_only() };
         b.build().unwrap()
     }
+
+    /// A raw TLS connector trusting only the test CA, offering `http/1.1`.
+    pub fn connector(&self) -> tokio_rustls::TlsConnector {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in authgate::tls::read_certs(&self.dir.join("ca.crt"), "ca").unwrap() {
+            roots.add(cert).unwrap();
+        }
+        let mut config = rustls::ClientConfig::builder_with_provider(authgate::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+    }
 }
