@@ -12,7 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::support::binary::{free_port, run};
 use crate::support::tls::TestPki;
-use crate::support::{TestGateway, Upstream, temp_dir};
+use crate::support::{TestGateway, Upstream, raw, temp_dir};
 
 /// Longer than the gateway's park delay (100 ms), so the connection is parked.
 const PAUSE: Duration = Duration::from_millis(400);
@@ -139,23 +139,8 @@ async fn a_websocket_upgrade_on_a_parked_connection_is_spliced() {
     let mut tcp = TcpStream::connect(gw.running.proxy_addr).await.unwrap();
     assert!(get(&mut tcp, "/plain").await.starts_with("HTTP/1.1 200"));
     tokio::time::sleep(PAUSE).await;
-    tcp.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let head = read_response(&mut tcp).await;
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    // Data sent right behind nothing, after another pause: still spliced.
-    tokio::time::sleep(PAUSE).await;
-    tcp.write_all(b"ping-frame").await.unwrap();
-    let mut echoed = [0u8; 10];
-    tokio::time::timeout(Duration::from_secs(5), tcp.read_exact(&mut echoed))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(&echoed, b"ping-frame");
+    // Data sent after another pause: still spliced.
+    raw::upgrade_and_echo(&mut tcp, PAUSE).await;
 }
 
 #[tokio::test]
@@ -175,27 +160,7 @@ async fn a_websocket_upgrade_over_tls_is_spliced() {
     let tcp = TcpStream::connect(gw.running.proxy_addr).await.unwrap();
     let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
     let mut tls = pki.connector().connect(name, tcp).await.unwrap();
-    tls.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        tls.read_exact(&mut byte).await.unwrap();
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8(head).unwrap();
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    tls.write_all(b"ping-frame").await.unwrap();
-    let mut echoed = [0u8; 10];
-    tokio::time::timeout(Duration::from_secs(5), tls.read_exact(&mut echoed))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(&echoed, b"ping-frame");
+    raw::upgrade_and_echo(&mut tls, Duration::ZERO).await;
     assert_eq!(up.seen()[0].headers["upgrade"], "websocket");
 }
 

@@ -436,31 +436,7 @@ async fn websocket_upgrades_are_spliced_through() {
     let mut tcp = tokio::net::TcpStream::connect(gw.running.proxy_addr)
         .await
         .unwrap();
-    tcp.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        tcp.read_exact(&mut byte).await.unwrap();
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8(head).unwrap();
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    assert!(
-        head.to_ascii_lowercase().contains("upgrade: websocket"),
-        "{head}"
-    );
-    tcp.write_all(b"ping-frame").await.unwrap();
-    let mut echoed = [0u8; 10];
-    tokio::time::timeout(Duration::from_secs(5), tcp.read_exact(&mut echoed))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(&echoed, b"ping-frame");
+    raw::upgrade_and_echo(&mut tcp, Duration::ZERO).await;
     let seen = &up.seen()[0];
     assert_eq!(seen.headers["upgrade"], "websocket");
 }

@@ -61,3 +61,41 @@ pub fn parse(out: &[u8]) -> RawResponse {
         body: body.to_owned(),
     }
 }
+
+/// Asks for a WebSocket upgrade on `stream`, asserts the 101, waits `pause`,
+/// and asserts that bytes sent then come back from the (echoing) upstream.
+pub async fn upgrade_and_echo<S>(stream: &mut S, pause: std::time::Duration)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    stream
+        .write_all(
+            b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+              Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("upgrade: websocket"),
+        "{head}"
+    );
+    tokio::time::sleep(pause).await;
+    stream.write_all(b"ping-frame").await.unwrap();
+    let mut echoed = [0u8; 10];
+    tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        stream.read_exact(&mut echoed),
+    )
+    .await
+    .expect("echo within 5 s")
+    .unwrap();
+    assert_eq!(&echoed, b"ping-frame");
+}
