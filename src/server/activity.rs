@@ -67,12 +67,16 @@ impl Activity {
         Busy(self.clone())
     }
 
-    /// True when nothing is in flight, no bytes arrived since the last
-    /// answer (no request head half-read), and nothing moved for `quiet`.
-    pub fn at_rest(&self, quiet: Duration) -> bool {
+    /// True when nothing is in flight and no bytes arrived since the last
+    /// answer (no request head half-read).
+    fn resting(&self) -> bool {
         self.0.busy.load(Ordering::Relaxed) == 0
             && self.0.read_ms.load(Ordering::Relaxed) <= self.0.write_ms.load(Ordering::Relaxed)
-            && self.idle_for() >= quiet
+    }
+
+    /// Resting, and nothing moved for `quiet`.
+    pub fn at_rest(&self, quiet: Duration) -> bool {
+        self.resting() && self.idle_for() >= quiet
     }
 
     /// When the connection last wrote, in ms since it opened: tells one
@@ -114,7 +118,7 @@ impl AsyncRead for Tracked {
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
             self.activity.read();
-        } else if r.is_pending() && self.activity.at_rest(Duration::ZERO) {
+        } else if r.is_pending() && self.activity.resting() {
             self.activity.0.waiting.store(true, Ordering::Relaxed);
         }
         r

@@ -225,7 +225,8 @@ pub(super) fn service(
             }
         }
         let (gateway, client) = (gateway.clone(), client.clone());
-        // Boxed so that an idle connection does not keep a request-sized slot.
+        // Boxed: parking polls hyper with `poll_without_shutdown`, which
+        // wants an `Unpin` future.
         Box::pin(async move {
             let response = gateway.handle(req, client).await;
             Ok(response.map(|inner| ConnBody { inner, _busy: busy }))

@@ -32,6 +32,15 @@ fn jwks_uri(issuer: &TestIssuer) -> String {
     format!(r#"jwks_uri: "{}/jwks.json""#, issuer.url)
 }
 
+/// An issuer publishing `keys` at its JWKS URI, an upstream, and a gateway
+/// in front of both with the `jwks_cache` settings `cache`.
+async fn setup(keys: &[&Signer], cache: &str) -> (TestIssuer, Upstream, TestGateway) {
+    let issuer = TestIssuer::spawn(keys).await;
+    let up = Upstream::spawn().await;
+    let gw = TestGateway::start(&yaml(&issuer, &up, cache, &jwks_uri(&issuer))).await;
+    (issuer, up, gw)
+}
+
 async fn status(gw: &TestGateway, token: &str) -> (u16, Option<String>) {
     let r = reqwest::Client::new()
         .get(format!("{}/api/x", gw.url))
@@ -50,15 +59,7 @@ async fn status(gw: &TestGateway, token: &str) -> (u16, Option<String>) {
 #[tokio::test]
 async fn keys_load_at_start_so_the_first_request_does_not_fetch() {
     let k1 = Signer::es256("k1");
-    let issuer = TestIssuer::spawn(&[&k1]).await;
-    let up = Upstream::spawn().await;
-    let gw = TestGateway::start(&yaml(
-        &issuer,
-        &up,
-        "min_refresh_interval: 1s",
-        &jwks_uri(&issuer),
-    ))
-    .await;
+    let (issuer, _up, gw) = setup(&[&k1], "min_refresh_interval: 1s").await;
     assert_eq!(issuer.fetches(), 1);
     let token = k1.token("ES256", json!({}), &issuer.claims());
     assert_eq!(status(&gw, &token).await.0, 200);
@@ -68,15 +69,7 @@ async fn keys_load_at_start_so_the_first_request_does_not_fetch() {
 #[tokio::test]
 async fn rotation_accepts_the_new_kid_and_drops_the_removed_one() {
     let (k1, k2) = (Signer::es256("k1"), Signer::es256("k2"));
-    let issuer = TestIssuer::spawn(&[&k1]).await;
-    let up = Upstream::spawn().await;
-    let gw = TestGateway::start(&yaml(
-        &issuer,
-        &up,
-        "ttl: 10m, min_refresh_interval: 1s",
-        &jwks_uri(&issuer),
-    ))
-    .await;
+    let (issuer, _up, gw) = setup(&[&k1], "ttl: 10m, min_refresh_interval: 1s").await;
     let old = k1.token("ES256", json!({}), &issuer.claims());
     assert_eq!(status(&gw, &old).await.0, 200);
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -109,15 +102,7 @@ async fn rotation_accepts_the_new_kid_and_drops_the_removed_one() {
 #[tokio::test]
 async fn a_key_replaced_under_the_same_kid_stops_its_cached_tokens() {
     let (a, b) = (Signer::es256("k1"), Signer::es256("k1"));
-    let issuer = TestIssuer::spawn(&[&a]).await;
-    let up = Upstream::spawn().await;
-    let gw = TestGateway::start(&yaml(
-        &issuer,
-        &up,
-        "ttl: 10m, min_refresh_interval: 1s",
-        &jwks_uri(&issuer),
-    ))
-    .await;
+    let (issuer, up, gw) = setup(&[&a], "ttl: 10m, min_refresh_interval: 1s").await;
     let old = a.token("ES256", json!({}), &issuer.claims());
     assert_eq!(status(&gw, &old).await.0, 200, "verified and cached");
     // The IdP replaces the key but keeps its kid (bad practice, but seen).
@@ -139,14 +124,10 @@ async fn a_key_replaced_under_the_same_kid_stops_its_cached_tokens() {
 #[tokio::test]
 async fn cached_keys_survive_an_idp_outage_then_503_after_the_stale_window() {
     let k1 = Signer::es256("k1");
-    let issuer = TestIssuer::spawn(&[&k1]).await;
-    let up = Upstream::spawn().await;
-    let gw = TestGateway::start(&yaml(
-        &issuer,
-        &up,
+    let (issuer, up, gw) = setup(
+        &[&k1],
         "ttl: 1s, min_refresh_interval: 1s, stale_if_error: 2s",
-        &jwks_uri(&issuer),
-    ))
+    )
     .await;
     let token = k1.token("ES256", json!({}), &issuer.claims());
     issuer.set_status(500);
@@ -172,15 +153,7 @@ async fn cached_keys_survive_an_idp_outage_then_503_after_the_stale_window() {
 #[tokio::test]
 async fn an_unknown_kid_storm_causes_at_most_a_few_fetches() {
     let k1 = Signer::es256("k1");
-    let issuer = TestIssuer::spawn(&[&k1]).await;
-    let up = Upstream::spawn().await;
-    let gw = TestGateway::start(&yaml(
-        &issuer,
-        &up,
-        "min_refresh_interval: 30s",
-        &jwks_uri(&issuer),
-    ))
-    .await;
+    let (issuer, up, gw) = setup(&[&k1], "min_refresh_interval: 30s").await;
     let before = issuer.fetches();
     let client = reqwest::Client::new();
     let mut tasks = tokio::task::JoinSet::new();

@@ -24,23 +24,28 @@ async fn open_gateway(upstream: &str, extra: &str) -> TestGateway {
     .await
 }
 
-/// Reads one response (head and a Content-Length or chunked body).
-async fn read_response(tcp: &mut TcpStream) -> String {
-    let mut data = Vec::new();
+/// Reads byte by byte into `data` until it ends with `end` (5 s at most).
+async fn read_until(tcp: &mut TcpStream, data: &mut Vec<u8>, end: &[u8]) {
     let mut byte = [0u8; 1];
-    while !data.ends_with(b"\r\n\r\n") {
+    while !data.ends_with(end) {
         let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut byte))
             .await
-            .expect("response head within 5 s")
+            .expect("more of the response within 5 s")
             .unwrap();
         assert_eq!(
             n,
             1,
             "connection closed after {:?}",
-            String::from_utf8_lossy(&data)
+            String::from_utf8_lossy(data)
         );
         data.push(byte[0]);
     }
+}
+
+/// Reads one response (head and a Content-Length or chunked body).
+async fn read_response(tcp: &mut TcpStream) -> String {
+    let mut data = Vec::new();
+    read_until(tcp, &mut data, b"\r\n\r\n").await;
     let head = String::from_utf8_lossy(&data).to_ascii_lowercase();
     if let Some(len) = head
         .lines()
@@ -51,14 +56,7 @@ async fn read_response(tcp: &mut TcpStream) -> String {
         tcp.read_exact(&mut body).await.unwrap();
         data.extend_from_slice(&body);
     } else if head.contains("transfer-encoding: chunked") {
-        while !data.ends_with(b"\r\n0\r\n\r\n") {
-            let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut byte))
-                .await
-                .expect("chunk within 5 s")
-                .unwrap();
-            assert_eq!(n, 1, "connection closed mid-body");
-            data.push(byte[0]);
-        }
+        read_until(tcp, &mut data, b"\r\n0\r\n\r\n").await;
     }
     String::from_utf8(data).unwrap()
 }
