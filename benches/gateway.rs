@@ -178,7 +178,7 @@ fn rewrite(c: &mut Criterion) {
                     &identity,
                     client.clone(),
                     Some(HeaderValue::from_static("api.example.com")),
-                    &route.upstream.authority,
+                    &route.upstream.host,
                 );
                 headers
             },

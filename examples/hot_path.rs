@@ -105,7 +105,7 @@ async fn one(rt: &Runtime, incoming: &HeaderMap, client: &ClientInfo) -> bool {
         &ids,
         client.clone(),
         host,
-        &route.config.upstream.authority,
+        &route.config.upstream.host,
     );
     black_box(headers.len()) > 0
 }

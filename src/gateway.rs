@@ -269,7 +269,7 @@ async fn serve(
         }
     };
 
-    let uri = match forward::upstream_uri(&route.config, &path, parts.uri.query()) {
+    let uri = match forward::upstream_uri(&path, parts.uri.query()) {
         Ok(uri) => uri,
         Err(e) => return e.into_response(),
     };
@@ -283,7 +283,7 @@ async fn serve(
         &identity.headers,
         client,
         original_host,
-        &route.config.upstream.authority,
+        &route.config.upstream.host,
     );
     let req = Request::from_parts(parts, body);
     match rt

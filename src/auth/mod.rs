@@ -50,8 +50,10 @@ pub struct Authenticator {
     /// Per route: how its opaque tokens are introspected, if they are.
     route_introspection: Vec<Option<RouteIntrospection>>,
     /// Keyed by the token itself: a hit is an exact byte match, found by
-    /// one keyed hash, with no SHA-256 on the hot path.
-    verified: moka::sync::Cache<Box<str>, Arc<Verified>>,
+    /// one keyed hash, with no SHA-256 on the hot path. foldhash rather than
+    /// SipHash: a token is some 600 bytes, and only tokens whose signature
+    /// verified are ever inserted, so a client cannot choose colliding keys.
+    verified: moka::sync::Cache<Box<str>, Arc<Verified>, foldhash::quality::RandomState>,
     revocations: Arc<Revocations>,
     cache_hits: Counter,
     cache_misses: Counter,
@@ -132,7 +134,7 @@ impl Authenticator {
             .weigher(weigh)
             .expire_after(UntilExp)
             .support_invalidation_closures()
-            .build();
+            .build_with_hasher(foldhash::quality::RandomState::default());
         let cache_hits = metrics
             .verified_cache
             .get_or_create(&ResultLabel { result: "hit" })

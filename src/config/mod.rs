@@ -286,6 +286,8 @@ pub struct Upstream {
     pub https: bool,
     /// `host:port` as written.
     pub authority: http::uri::Authority,
+    /// The same, as the `Host` header the upstream receives.
+    pub host: http::HeaderValue,
 }
 
 /// Where a route looks for the token.

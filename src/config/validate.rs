@@ -777,7 +777,14 @@ impl Validator<'_> {
         if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
             return bad(self, "has a path or query, which authgate does not rewrite");
         }
-        Some(Upstream { https, authority })
+        let Ok(host) = http::HeaderValue::from_str(authority.as_str()) else {
+            return bad(self, "has a host that cannot be a Host header");
+        };
+        Some(Upstream {
+            https,
+            authority,
+            host,
+        })
     }
 
     fn auth(

@@ -1,5 +1,7 @@
 //! The one body type the gateway answers with: a streamed upstream body,
-//! a small in-memory body, or nothing. Avoids boxing on the hot path.
+//! a small in-memory body, or nothing. Avoids boxing on the hot path. An
+//! upstream body returns its connection to the pool when it has been read
+//! to the end (and only then: a connection with unread bytes cannot be reused).
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -10,12 +12,14 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 
+use super::pool::Lease;
+
 pin_project! {
     /// A response body.
     #[project = BodyProj]
     pub enum Body {
         /// Streamed from the upstream, frame by frame.
-        Incoming { #[pin] inner: Incoming },
+        Incoming { #[pin] inner: Incoming, lease: Option<Lease> },
         /// Produced by the gateway (error bodies, admin answers).
         Full { #[pin] inner: Full<Bytes> },
         /// No body.
@@ -31,9 +35,16 @@ impl Body {
         }
     }
 
-    /// A streamed body.
-    pub fn incoming(inner: Incoming) -> Self {
-        Body::Incoming { inner }
+    /// A streamed upstream body; `lease` goes back to the pool at its end.
+    pub fn upstream(inner: Incoming, lease: Lease) -> Self {
+        if http_body::Body::is_end_stream(&inner) {
+            lease.release();
+            return Body::Incoming { inner, lease: None };
+        }
+        Body::Incoming {
+            inner,
+            lease: Some(lease),
+        }
     }
 }
 
@@ -46,7 +57,20 @@ impl http_body::Body for Body {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.project() {
-            BodyProj::Incoming { inner } => inner.poll_frame(cx),
+            BodyProj::Incoming { mut inner, lease } => {
+                let frame = std::task::ready!(inner.as_mut().poll_frame(cx));
+                match &frame {
+                    // hyper stops polling once `is_end_stream` says so.
+                    None | Some(Ok(_)) if inner.is_end_stream() || frame.is_none() => {
+                        if let Some(lease) = lease.take() {
+                            lease.release();
+                        }
+                    }
+                    Some(Err(_)) => *lease = None,
+                    _ => {}
+                }
+                Poll::Ready(frame)
+            }
             BodyProj::Full { inner } => inner
                 .poll_frame(cx)
                 .map(|f| f.map(|r| r.map_err(|never| match never {}))),
@@ -56,7 +80,7 @@ impl http_body::Body for Body {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            Body::Incoming { inner } => inner.is_end_stream(),
+            Body::Incoming { inner, .. } => inner.is_end_stream(),
             Body::Full { inner } => inner.is_end_stream(),
             Body::Empty => true,
         }
@@ -64,7 +88,7 @@ impl http_body::Body for Body {
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            Body::Incoming { inner } => inner.size_hint(),
+            Body::Incoming { inner, .. } => inner.size_hint(),
             Body::Full { inner } => inner.size_hint(),
             Body::Empty => SizeHint::with_exact(0),
         }

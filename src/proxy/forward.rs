@@ -1,8 +1,8 @@
 //! Sends an already-authorised request to its route's upstream over a
-//! pooled hyper-util client and streams the answer back. For WebSocket (and
-//! any HTTP/1.1 `Upgrade`) the upstream's side is left in the client
-//! connection's [`UpgradeSlot`] once the upstream answers 101; the client
-//! connection splices the two (see `server/http1.rs`).
+//! pooled connection (see `pool.rs`) and streams the answer back. For
+//! WebSocket (and any HTTP/1.1 `Upgrade`) the upstream's side is left in the
+//! client connection's [`UpgradeSlot`] once the upstream answers 101; the
+//! client connection splices the two (see `server/http1.rs`).
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -12,24 +12,21 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use rustls::RootCertStore;
+use tokio_rustls::TlsConnector;
 
 use super::Body;
 use super::headers;
+use super::pool::Destination;
 use crate::config::{ConfigProblem, RouteConfig};
-
-type HttpClient = Client<HttpsConnector<HttpConnector>, Incoming>;
 
 /// Why a request could not be forwarded.
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
-    /// The upstream refused or reset the connection, or answered garbage.
+    /// The upstream refused or reset the connection, failed the TLS
+    /// handshake, or answered garbage.
     #[error("upstream unavailable")]
-    Unavailable(#[source] hyper_util::client::legacy::Error),
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// No response headers within the route's timeout, or connect timed out.
     #[error("upstream timed out")]
     Timeout,
@@ -68,98 +65,114 @@ impl ForwardError {
     }
 }
 
-/// One pooled client per distinct (CA file, connect timeout) of the routes.
+/// The upstream destinations of the routes, each with its idle connections.
+/// Routes that share scheme, authority, CA file and connect timeout share a
+/// destination; a route finds its own by index, with no lookup by name.
+#[derive(Debug)]
 pub struct Forwarder {
-    clients: Vec<(Option<PathBuf>, Duration, HttpClient)>,
+    destinations: Vec<Arc<Destination>>,
     by_route: Vec<usize>,
 }
 
-impl std::fmt::Debug for Forwarder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Forwarder")
-            .field("clients", &self.clients.len())
-            .finish()
-    }
-}
-
 impl Forwarder {
-    /// Builds the clients for `routes` (reads CA files; called at load and reload).
+    /// Builds the destinations for `routes` (reads CA files; called at load
+    /// and reload).
     pub fn new(routes: &[RouteConfig]) -> Result<Self, ConfigProblem> {
-        let mut clients: Vec<(Option<PathBuf>, Duration, HttpClient)> = Vec::new();
+        type Key<'a> = (
+            bool,
+            &'a http::uri::Authority,
+            &'a Option<PathBuf>,
+            Duration,
+        );
+        let mut keys: Vec<Key<'_>> = Vec::new();
+        let mut destinations = Vec::new();
+        let mut connectors: Vec<(&Option<PathBuf>, TlsConnector)> = Vec::new();
         let mut by_route = Vec::with_capacity(routes.len());
         for (i, route) in routes.iter().enumerate() {
             let f = &route.forward;
-            let existing = clients
-                .iter()
-                .position(|(ca, t, _)| *ca == f.ca_file && *t == f.connect_timeout);
-            let index = match existing {
-                Some(index) => index,
-                None => {
-                    let path = format!("routes[{i}].forward.ca_file");
-                    let client = build_client(f.ca_file.as_deref(), f.connect_timeout, &path)?;
-                    clients.push((f.ca_file.clone(), f.connect_timeout, client));
-                    clients.len() - 1
-                }
+            let key = (
+                route.upstream.https,
+                &route.upstream.authority,
+                &f.ca_file,
+                f.connect_timeout,
+            );
+            if let Some(index) = keys.iter().position(|k| *k == key) {
+                by_route.push(index);
+                continue;
+            }
+            let tls = if route.upstream.https {
+                let known = connectors.iter().find(|(ca, _)| **ca == f.ca_file);
+                Some(match known {
+                    Some((_, c)) => c.clone(),
+                    None => {
+                        let path = format!("routes[{i}].forward.ca_file");
+                        let c = tls_connector(f.ca_file.as_deref(), &path)?;
+                        connectors.push((&f.ca_file, c.clone()));
+                        c
+                    }
+                })
+            } else {
+                None
             };
-            by_route.push(index);
+            let destination =
+                Destination::new(route.upstream.authority.clone(), tls, f.connect_timeout)
+                    .map_err(|e| {
+                        ConfigProblem::new(
+                            &format!("routes[{i}].upstream"),
+                            e,
+                            "an upstream whose host is a DNS name or an IP address",
+                        )
+                    })?;
+            keys.push(key);
+            destinations.push(Arc::new(destination));
+            by_route.push(destinations.len() - 1);
         }
-        Ok(Self { clients, by_route })
+        Ok(Self {
+            destinations,
+            by_route,
+        })
     }
 
-    /// Forwards `req` (headers already rewritten, URI already pointing at the
-    /// upstream) for route number `route`.
+    /// Forwards `req` (headers already rewritten, URI in origin form) for
+    /// route number `route`.
     pub async fn forward(
         &self,
         route: usize,
         timeout: Duration,
         mut req: Request<Incoming>,
     ) -> Result<Response<Body>, ForwardError> {
-        let client = &self.clients[self.by_route[route]].2;
+        let destination = &self.destinations[self.by_route[route]];
         let upgrade = take_upgrade(&mut req);
-        let response = match tokio::time::timeout(timeout, client.request(req)).await {
+        let (response, lease) = match tokio::time::timeout(timeout, destination.send(req)).await {
             Err(_) => return Err(ForwardError::Timeout),
-            Ok(Err(e)) if is_timeout(&e) => return Err(ForwardError::Timeout),
-            Ok(Err(e)) => return Err(ForwardError::Unavailable(e)),
-            Ok(Ok(response)) => response,
+            Ok(result) => result?,
         };
         if let (Some((slot, protocol)), StatusCode::SWITCHING_PROTOCOLS) =
             (upgrade, response.status())
         {
+            // The connection now belongs to the upgrade: never pooled.
             return Ok(switch(slot, protocol, response));
         }
         let (mut parts, body) = response.into_parts();
         headers::rewrite_response(&mut parts.headers);
-        Ok(Response::from_parts(parts, Body::incoming(body)))
+        Ok(Response::from_parts(parts, Body::upstream(body, lease)))
     }
 }
 
-/// The upstream URI: its scheme and authority, the normalised path, the query.
-pub fn upstream_uri(
-    route: &RouteConfig,
-    path: &str,
-    query: Option<&str>,
-) -> Result<Uri, ForwardError> {
-    let scheme = if route.upstream.https {
-        "https"
-    } else {
-        "http"
+/// The upstream request target: the normalised path and the query, in
+/// origin form (the route's destination supplies scheme and authority).
+pub fn upstream_uri(path: &str, query: Option<&str>) -> Result<Uri, ForwardError> {
+    let uri = match query {
+        None => Uri::try_from(path),
+        Some(q) => {
+            let mut text = String::with_capacity(path.len() + 1 + q.len());
+            text.push_str(path);
+            text.push('?');
+            text.push_str(q);
+            Uri::try_from(text)
+        }
     };
-    let mut text = String::with_capacity(
-        scheme.len()
-            + 3
-            + route.upstream.authority.as_str().len()
-            + path.len()
-            + query.map_or(0, |q| q.len() + 1),
-    );
-    text.push_str(scheme);
-    text.push_str("://");
-    text.push_str(route.upstream.authority.as_str());
-    text.push_str(path);
-    if let Some(q) = query {
-        text.push('?');
-        text.push_str(q);
-    }
-    Uri::try_from(text).map_err(|_| ForwardError::BadRequest)
+    uri.map_err(|_| ForwardError::BadRequest)
 }
 
 /// For an HTTP/1.1 upgrade request: the client connection's upgrade slot
@@ -228,24 +241,10 @@ fn switch(
     Response::from_parts(parts, Body::Empty)
 }
 
-fn is_timeout(e: &hyper_util::client::legacy::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(s) = source {
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::TimedOut {
-                return true;
-            }
-        }
-        source = s.source();
-    }
-    false
-}
-
-fn build_client(
+fn tls_connector(
     ca_file: Option<&std::path::Path>,
-    connect_timeout: Duration,
     path: &str,
-) -> Result<HttpClient, ConfigProblem> {
+) -> Result<TlsConnector, ConfigProblem> {
     let mut roots = RootCertStore::empty();
     for cert in rustls_native_certs::load_native_certs().certs {
         // A broken system certificate must not stop the gateway.
@@ -262,22 +261,11 @@ fn build_client(
             })?;
         }
     }
-    let tls = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+    let mut tls = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| ConfigProblem::new(path, e.to_string(), "TLS 1.2 and 1.3"))?
         .with_root_certificates(Arc::new(roots))
         .with_no_client_auth();
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(connect_timeout));
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(256)
-        .build(https))
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsConnector::from(Arc::new(tls)))
 }

@@ -1,9 +1,10 @@
 //! Forwarding to upstreams: header rewrites (`headers`), the response body
-//! type (`body`) and the pooled client (`forward`). No authentication here.
+//! type (`body`) and the forwarder (`forward`) and its upstream connections (`pool`). No authentication here.
 
 pub mod body;
 pub mod forward;
 pub mod headers;
+pub mod pool;
 
 pub use body::Body;
 pub use forward::{ForwardError, Forwarder};

@@ -16,6 +16,7 @@ fn route(
         upstream: Upstream {
             https: false,
             authority: "127.0.0.1:1".parse().unwrap(),
+            host: http::HeaderValue::from_static("127.0.0.1:1"),
         },
         auth: RouteAuth::Public,
         forward: ForwardConfig {

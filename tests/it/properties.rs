@@ -190,7 +190,7 @@ proptest! {
             &ours,
             ClientInfo::new("10.0.0.1".parse().unwrap(), false),
             None,
-            &route.upstream.authority,
+            &route.upstream.host,
         );
         for (name, value) in &headers {
             if name.as_str().starts_with("x-auth-") {
