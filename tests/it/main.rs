@@ -13,6 +13,7 @@ mod jwks;
 mod jwt;
 mod keepalive;
 mod ops;
+mod pool;
 mod process;
 mod properties;
 mod proxy;

@@ -1,0 +1,205 @@
+//! Upstream connection reuse, seen from the upstream's side of real
+//! sockets: connections are shared across client connections, one whose
+//! answer was abandoned midway is never reused, and one the upstream closed
+//! while idle is replaced without the client noticing.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::support::{TestGateway, raw};
+
+/// An HTTP/1.1 upstream written on bare sockets, so that it can misbehave
+/// the way real ones do. It counts connections and answers by path:
+/// - `/small`: `200 small`, connection kept;
+/// - `/big`: a 10 MB answer of which it sends 64 KiB, then stalls;
+/// - `/then-close`: `200 small`, then closes the connection 20 ms later,
+///   without having said `Connection: close` (an upstream's keep-alive
+///   timeout).
+struct Scripted {
+    addr: SocketAddr,
+    connections: Arc<AtomicUsize>,
+}
+
+impl Scripted {
+    async fn spawn() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let up = Self {
+            addr: listener.local_addr().unwrap(),
+            connections: connections.clone(),
+        };
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                connections.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(serve(tcp));
+            }
+        });
+        up
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+async fn serve(mut tcp: TcpStream) {
+    const SMALL: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nsmall";
+    let mut buf = Vec::new();
+    loop {
+        let head_end = loop {
+            if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            let mut chunk = [0u8; 4096];
+            match tcp.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+        buf.drain(..head_end);
+        let path = head.split(' ').nth(1).unwrap_or("");
+        match path {
+            "/small" => {
+                if tcp.write_all(SMALL).await.is_err() {
+                    return;
+                }
+            }
+            "/big" => {
+                let _ = tcp
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10000000\r\n\r\n")
+                    .await;
+                let _ = tcp.write_all(&[b'x'; 65536]).await;
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                return;
+            }
+            "/then-close" => {
+                let _ = tcp.write_all(SMALL).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                return;
+            }
+            _ => {
+                let _ = tcp
+                    .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+                    .await;
+            }
+        }
+    }
+}
+
+async fn gateway(up: &Scripted) -> TestGateway {
+    TestGateway::start(&format!(
+        r#"
+routes:
+  - name: all
+    match: {{ path_prefix: / }}
+    upstream: "http://{}"
+    auth: public
+    forward: {{ timeout: 5s, connect_timeout: 1s }}
+"#,
+        up.addr
+    ))
+    .await
+}
+
+#[tokio::test]
+async fn sequential_requests_from_many_clients_share_one_upstream_connection() {
+    let up = Scripted::spawn().await;
+    let gw = gateway(&up).await;
+    // Each raw::get is its own client connection (`Connection: close`).
+    for _ in 0..20 {
+        let r = raw::get(gw.running.proxy_addr, "/small", &[]).await;
+        assert_eq!((r.status, r.body.as_str()), (200, "small"));
+    }
+    assert_eq!(up.connections(), 1);
+}
+
+#[tokio::test]
+async fn an_answer_abandoned_midway_never_lends_its_connection_again() {
+    let up = Scripted::spawn().await;
+    let gw = gateway(&up).await;
+    let r = raw::get(gw.running.proxy_addr, "/small", &[]).await;
+    assert_eq!(r.status, 200);
+    // Read the head and some of the body of /big, then leave.
+    let mut client = TcpStream::connect(gw.running.proxy_addr).await.unwrap();
+    client
+        .write_all(b"GET /big HTTP/1.1\r\nHost: gateway.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = vec![0u8; 32 * 1024];
+    let mut read = 0;
+    while read < got.len() {
+        let n = client.read(&mut got[read..]).await.unwrap();
+        assert!(n > 0, "the gateway closed before sending 32 KiB");
+        read += n;
+    }
+    assert!(got.starts_with(b"HTTP/1.1 200 OK"));
+    drop(client);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The stalled connection, with 10 MB still owed, must not answer this.
+    for _ in 0..3 {
+        let r = raw::get(gw.running.proxy_addr, "/small", &[]).await;
+        assert_eq!((r.status, r.body.as_str()), (200, "small"));
+    }
+    // One for the first /small (then lent to /big) and one after it.
+    assert_eq!(up.connections(), 2);
+}
+
+#[tokio::test]
+async fn a_connection_the_upstream_closed_while_idle_is_replaced_unnoticed() {
+    let up = Scripted::spawn().await;
+    let gw = gateway(&up).await;
+    for round in 1..=3 {
+        let r = raw::get(gw.running.proxy_addr, "/then-close", &[]).await;
+        assert_eq!((r.status, r.body.as_str()), (200, "small"), "round {round}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(up.connections(), 3);
+}
+
+#[tokio::test]
+async fn queued_requests_take_the_first_connection_to_come_free() {
+    // An upstream that accepts one connection and then no more, with its
+    // accept queue full: every new connect hangs until connect_timeout.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(1).unwrap();
+    let up = Scripted {
+        addr: listener.local_addr().unwrap(),
+        connections: Arc::new(AtomicUsize::new(0)),
+    };
+    let accepted = up.connections.clone();
+    let _listener = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        accepted.fetch_add(1, Ordering::SeqCst);
+        tokio::spawn(serve(tcp));
+        std::future::pending::<()>().await;
+    });
+    let gw = gateway(&up).await;
+    let r = raw::get(gw.running.proxy_addr, "/small", &[]).await;
+    assert_eq!(r.status, 200);
+    // Fill the accept queue (a backlog of 1 holds two).
+    let mut fillers = Vec::new();
+    while fillers.len() < 4 {
+        match tokio::time::timeout(Duration::from_millis(300), TcpStream::connect(up.addr)).await {
+            Ok(Ok(tcp)) => fillers.push(tcp),
+            _ => break,
+        }
+    }
+    // Five at once: one takes the idle connection, four start connects
+    // that cannot succeed, and all five are served by the one connection.
+    let addr = gw.running.proxy_addr;
+    let burst: Vec<_> = (0..5)
+        .map(|_| tokio::spawn(async move { raw::get(addr, "/small", &[]).await }))
+        .collect();
+    for r in burst {
+        let r = r.await.unwrap();
+        assert_eq!((r.status, r.body.as_str()), (200, "small"));
+    }
+    assert_eq!(up.connections(), 1);
+}
