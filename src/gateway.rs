@@ -13,7 +13,7 @@ use http::header::{self, HeaderValue};
 use http::{HeaderMap, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 
-use crate::auth::{Authenticator, Identity, identity};
+use crate::auth::{Authenticator, Identity};
 use crate::config::{Config, ConfigProblem, RouteAuth};
 use crate::introspection::Introspector;
 use crate::jwks::KeyCache;
@@ -221,7 +221,7 @@ async fn serve(
     };
     log.route = Some(Name(route.config.name.clone()));
 
-    let identity = match &route.config.auth {
+    let identity: Identity = match &route.config.auth {
         RouteAuth::Public => Identity::default(),
         RouteAuth::Protected(policy) => {
             let auth_started = Instant::now();
@@ -242,17 +242,12 @@ async fn serve(
             match outcome.result {
                 Ok(verified) => {
                     log.issuer = Some(verified.issuer.clone());
-                    let subject = verified
+                    log.subject = verified
                         .claims
                         .get("sub")
                         .and_then(|s| s.as_str())
                         .map(str::to_owned);
-                    log.subject = subject.clone();
-                    Identity {
-                        issuer: Some(verified.issuer.clone()),
-                        subject,
-                        headers: identity::headers(&route.config.forward.headers, &verified.claims),
-                    }
+                    verified.identity_headers(route.index, &route.config.forward.headers)
                 }
                 Err(failure) => {
                     metrics
@@ -280,7 +275,7 @@ async fn serve(
     rewrite::rewrite_request(
         &mut parts.headers,
         &route.config.forward,
-        &identity.headers,
+        &identity,
         client,
         original_host,
         &route.config.upstream.host,

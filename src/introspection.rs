@@ -214,6 +214,7 @@ impl Introspector {
             claims,
             exp,
             digest,
+            identity: Default::default(),
         }))
     }
 }

@@ -9,16 +9,10 @@ use serde_json::{Map, Value};
 
 use super::token::claim;
 
-/// The authenticated caller, as passed to forwarding and logging.
-#[derive(Debug, Default, Clone)]
-pub struct Identity {
-    /// Issuer name (config), `None` on public routes.
-    pub issuer: Option<Arc<str>>,
-    /// `sub`, if any.
-    pub subject: Option<String>,
-    /// Headers for the upstream.
-    pub headers: Vec<(HeaderName, HeaderValue)>,
-}
+/// The identity headers for the upstream (none on public routes). Shared:
+/// a cached token keeps the list rendered for its route (see
+/// [`super::Verified::identity_headers`]).
+pub type Identity = Arc<[(HeaderName, HeaderValue)]>;
 
 /// Builds the identity headers from `mapping` (header <- dotted claim path).
 pub fn headers(

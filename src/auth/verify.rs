@@ -3,13 +3,15 @@
 //! (jsonwebtoken on aws-lc-rs), then the claims that need trusting.
 //! Route policy (audience, scopes, claims) is `policy.rs`.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use http::HeaderName;
 use serde_json::{Map, Value};
 
 use super::failure::AuthFailure;
+use super::identity::{self, Identity};
 use super::token::{self, BearerToken};
 use crate::config::normalise_typ;
 use crate::jwks::KeyCache;
@@ -30,6 +32,24 @@ pub struct Verified {
     pub exp: f64,
     /// SHA-256 of the token (`token_fp` on cache hits without rehashing).
     pub digest: [u8; 32],
+    /// The identity headers last rendered from these claims, and for which
+    /// route: a cached token on the same route reuses them.
+    pub identity: OnceLock<(usize, Identity)>,
+}
+
+impl Verified {
+    /// The identity headers for route number `route` (whose mapping is
+    /// `mapping`): rendered once per cached token and route, not per request.
+    pub fn identity_headers(&self, route: usize, mapping: &[(HeaderName, String)]) -> Identity {
+        match self.identity.get() {
+            Some((r, headers)) if *r == route => headers.clone(),
+            _ => {
+                let headers: Identity = identity::headers(mapping, &self.claims).into();
+                let _ = self.identity.set((route, headers.clone()));
+                headers
+            }
+        }
+    }
 }
 
 /// Seconds since the Unix epoch.
@@ -100,6 +120,7 @@ pub async fn verify(
         claims: jws.claims,
         exp,
         digest,
+        identity: OnceLock::new(),
     })
 }
 
@@ -158,4 +179,46 @@ pub(crate) fn check_required(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_headers_are_rendered_for_the_route_that_asks() {
+        let verified = Verified {
+            issuer: "idp".into(),
+            kid: None,
+            key_id: [0; 32],
+            claims: serde_json::from_str(r#"{"sub":"alice","tenant":"t1"}"#).unwrap(),
+            exp: f64::INFINITY,
+            digest: [0; 32],
+            identity: OnceLock::new(),
+        };
+        let subject = [(HeaderName::from_static("x-auth-subject"), "sub".to_owned())];
+        let tenant = [(
+            HeaderName::from_static("x-auth-tenant"),
+            "tenant".to_owned(),
+        )];
+        for _ in 0..2 {
+            let on_0 = verified.identity_headers(0, &subject);
+            assert_eq!(on_0.len(), 1);
+            assert_eq!(
+                (on_0[0].0.as_str(), on_0[0].1.as_bytes()),
+                ("x-auth-subject", &b"alice"[..])
+            );
+            let on_1 = verified.identity_headers(1, &tenant);
+            assert_eq!(on_1.len(), 1);
+            assert_eq!(
+                (on_1[0].0.as_str(), on_1[0].1.as_bytes()),
+                ("x-auth-tenant", &b"t1"[..])
+            );
+        }
+        let first = verified.identity_headers(0, &subject);
+        assert!(
+            Arc::ptr_eq(&first, &verified.identity_headers(0, &subject)),
+            "memoised"
+        );
+    }
 }

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Instructions per request for the whole gateway process, reused-token path:
+# authgate runs under valgrind's callgrind in front of an nginx upstream,
+# wrk drives it (1 thread, 4 connections, 10 s) with one valid token, and
+# the instructions counted during the load (the counters are zeroed after
+# start-up) are divided by the requests served. Counts instructions, not
+# time, so it is repeatable on a busy machine. Prints the heaviest
+# functions (inclusive, per request) after the total.
+#
+#   bash bench/callgrind.sh            # about 1 minute
+#   TOP=60 bash bench/callgrind.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TOP=${TOP:-30}
+source bench/common.sh authgate-callgrind
+if ! need valgrind; then
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind
+fi
+
+cargo build --release --quiet --bin authgate --example bench_tokens
+target/release/examples/bench_tokens "$WORK" 10 >/dev/null
+UPSTREAM=$(free_port); GATE=$(free_port); ADMIN=$(free_port)
+cat >"$WORK/nginx-upstream.conf" <<EOF
+worker_processes 1;
+daemon on;
+pid $WORK/nginx-upstream.pid;
+error_log $WORK/nginx-upstream.err warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $WORK/b; proxy_temp_path $WORK/p;
+    fastcgi_temp_path $WORK/f; uwsgi_temp_path $WORK/u; scgi_temp_path $WORK/s;
+    server { listen 127.0.0.1:$UPSTREAM; keepalive_requests 1000000; location / { return 200 'ok'; } }
+}
+EOF
+"$NGINX" -c "$WORK/nginx-upstream.conf"
+cat >"$WORK/gate.yaml" <<EOF
+server: { listen: "127.0.0.1:$GATE" }
+admin: { listen: "127.0.0.1:$ADMIN" }
+issuers:
+  idp:
+    issuer: "https://idp.bench"
+    jwks_file: jwks.json
+    algorithms: [RS256]
+    audiences: [api]
+routes:
+  - name: bench
+    match: { path_prefix: / }
+    upstream: "http://127.0.0.1:$UPSTREAM"
+    auth: { issuers: [idp], scopes_all: [read] }
+EOF
+cat >"$WORK/token.lua" <<EOF
+local token = io.open("$WORK/reused.txt"):read("*l")
+wrk.headers["Authorization"] = "Bearer " .. token
+EOF
+
+OUT="$WORK/callgrind.out"
+valgrind --tool=callgrind --callgrind-out-file="$OUT" \
+    target/release/authgate run --config "$WORK/gate.yaml" --log-level error >"$WORK/gate.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 120); do
+    curl -sf "http://127.0.0.1:$ADMIN/readyz" >/dev/null && break
+    sleep 0.5
+done
+status=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $(cat "$WORK/reused.txt")" "http://127.0.0.1:$GATE/bench")
+[ "$status" = 200 ] || { echo "warm-up request answered $status" >&2; exit 1; }
+
+callgrind_control -z "${PIDS[-1]}" >/dev/null
+requests=$(wrk -t1 -c4 -d10s -s "$WORK/token.lua" "http://127.0.0.1:$GATE/bench" | awk '/requests in/ {print $1}')
+callgrind_control -d "${PIDS[-1]}" >/dev/null
+sleep 1
+dump=$(ls "$OUT".* | head -1)
+total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+echo "requests served: $requests"
+echo "instructions per request: $((total / requests))"
+echo
+echo "heaviest functions, inclusive instructions per request:"
+callgrind_annotate --inclusive=yes "$dump" 2>/dev/null |
+    awk -v n="$requests" -v top="$TOP" '/file:function/ {on=1; next}
+        on && /\?\?\?:|\.[cS]:/ && shown < top {
+            c=$1; gsub(",", "", c); fn=$0; sub(/^[^:]*:/, "", fn); sub(/ \[.*$/, "", fn)
+            if (fn ~ /^(clone|start_thread|<std::sys|std::sys|core::ops::function|tokio::runtime::(blocking|task|scheduler))/) next
+            printf "%9d  %s\n", c / n, substr(fn, 1, 110); shown++ }'
