@@ -1,7 +1,8 @@
 //! Upstream connection reuse, seen from the upstream's side of real
 //! sockets: connections are shared across client connections, one whose
-//! answer was abandoned midway is never reused, and one the upstream closed
-//! while idle is replaced without the client noticing.
+//! answer was abandoned midway is never reused, one the upstream closed
+//! while idle is replaced without the client noticing, queued requests take
+//! the first connection to come free, and a hanging connect is a 504.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -162,13 +163,52 @@ async fn a_connection_the_upstream_closed_while_idle_is_replaced_unnoticed() {
     assert_eq!(up.connections(), 3);
 }
 
+/// Fills `addr`'s accept queue (a listener with a backlog of 1 holds two)
+/// so that further connects hang; the returned streams keep it full.
+async fn fill_accept_queue(addr: SocketAddr) -> Vec<TcpStream> {
+    let mut fillers = Vec::new();
+    while fillers.len() < 4 {
+        match tokio::time::timeout(Duration::from_millis(300), TcpStream::connect(addr)).await {
+            Ok(Ok(tcp)) => fillers.push(tcp),
+            _ => break,
+        }
+    }
+    fillers
+}
+
+fn listener_with_backlog_of_one() -> TcpListener {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    socket.listen(1).unwrap()
+}
+
+#[tokio::test]
+async fn a_connect_that_hangs_is_504_after_connect_timeout() {
+    let listener = listener_with_backlog_of_one();
+    let up = Scripted {
+        addr: listener.local_addr().unwrap(),
+        connections: Arc::new(AtomicUsize::new(0)),
+    };
+    let _fillers = fill_accept_queue(up.addr).await;
+    let gw = gateway(&up).await;
+    let started = std::time::Instant::now();
+    let r = raw::get(gw.running.proxy_addr, "/small", &[]).await;
+    let took = started.elapsed();
+    assert_eq!(r.status, 504, "{}", r.body);
+    assert!(r.body.contains("gateway_timeout"), "{}", r.body);
+    // connect_timeout is 1 s; the route's own timeout is 5 s.
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    drop(listener);
+}
+
 #[tokio::test]
 async fn queued_requests_take_the_first_connection_to_come_free() {
     // An upstream that accepts one connection and then no more, with its
     // accept queue full: every new connect hangs until connect_timeout.
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let listener = socket.listen(1).unwrap();
+    let listener = listener_with_backlog_of_one();
     let up = Scripted {
         addr: listener.local_addr().unwrap(),
         connections: Arc::new(AtomicUsize::new(0)),
@@ -183,14 +223,7 @@ async fn queued_requests_take_the_first_connection_to_come_free() {
     let gw = gateway(&up).await;
     let r = raw::get(gw.running.proxy_addr, "/small", &[]).await;
     assert_eq!(r.status, 200);
-    // Fill the accept queue (a backlog of 1 holds two).
-    let mut fillers = Vec::new();
-    while fillers.len() < 4 {
-        match tokio::time::timeout(Duration::from_millis(300), TcpStream::connect(up.addr)).await {
-            Ok(Ok(tcp)) => fillers.push(tcp),
-            _ => break,
-        }
-    }
+    let _fillers = fill_accept_queue(up.addr).await;
     // Five at once: one takes the idle connection, four start connects
     // that cannot succeed, and all five are served by the one connection.
     let addr = gw.running.proxy_addr;
