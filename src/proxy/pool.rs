@@ -232,22 +232,26 @@ impl Destination {
         }
     }
 
-    /// A new connection (TCP within the connect timeout, then TLS if
-    /// configured), driven by its own task.
+    /// A new connection, driven by its own task. `connect_timeout` bounds
+    /// the TCP connect and the TLS handshake together: this runs on a task
+    /// of its own, so nothing else would stop an upstream that accepts and
+    /// then never answers the handshake from holding it for good.
     async fn connect(&self) -> Result<SendRequest<Incoming>, ForwardError> {
+        match tokio::time::timeout(self.connect_timeout, self.open()).await {
+            Err(_) => Err(ForwardError::Timeout),
+            Ok(result) => result,
+        }
+    }
+
+    async fn open(&self) -> Result<SendRequest<Incoming>, ForwardError> {
         let host = self
             .authority
             .host()
             .trim_start_matches('[')
             .trim_end_matches(']');
-        let tcp =
-            match tokio::time::timeout(self.connect_timeout, TcpStream::connect((host, self.port)))
-                .await
-            {
-                Err(_) => return Err(ForwardError::Timeout),
-                Ok(Err(e)) => return Err(ForwardError::Unavailable(e.into())),
-                Ok(Ok(tcp)) => tcp,
-            };
+        let tcp = TcpStream::connect((host, self.port))
+            .await
+            .map_err(|e| ForwardError::Unavailable(e.into()))?;
         let _ = tcp.set_nodelay(true);
         match &self.tls {
             None => handshake(tcp).await,

@@ -2,7 +2,8 @@
 //! sockets: connections are shared across client connections, one whose
 //! answer was abandoned midway is never reused, one the upstream closed
 //! while idle is replaced without the client noticing, queued requests take
-//! the first connection to come free, and a hanging connect is a 504.
+//! the first connection to come free, and a hanging connect or TLS
+//! handshake is a 504 after `connect_timeout`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -235,4 +236,42 @@ async fn queued_requests_take_the_first_connection_to_come_free() {
         assert_eq!((r.status, r.body.as_str()), (200, "small"));
     }
     assert_eq!(up.connections(), 1);
+}
+
+#[tokio::test]
+async fn a_tls_handshake_that_never_answers_is_504_after_connect_timeout() {
+    // Accepts every connection and never says a word.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counted = accepted.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            held.push(tcp);
+        }
+    });
+    let gw = TestGateway::start(&format!(
+        r#"
+routes:
+  - name: all
+    match: {{ path_prefix: / }}
+    upstream: "https://{addr}"
+    auth: public
+    forward: {{ timeout: 5s, connect_timeout: 1s }}
+"#
+    ))
+    .await;
+    let started = std::time::Instant::now();
+    let r = raw::get(gw.running.proxy_addr, "/x", &[]).await;
+    let took = started.elapsed();
+    assert_eq!(r.status, 504, "{}", r.body);
+    // The handshake is bounded by connect_timeout (1 s), not only by the
+    // route's timeout (5 s).
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
 }
