@@ -94,3 +94,53 @@ impl http_body::Body for Body {
         }
     }
 }
+
+/// A request body for the upstream: the client's, or none. A request
+/// without a body can be sent again (see `pool.rs`); hyper's `Incoming`
+/// cannot be made anew, hence this type.
+pub enum RequestBody {
+    /// Streamed from the client.
+    Incoming(Incoming),
+    /// No body.
+    Empty,
+}
+
+impl RequestBody {
+    /// The client's body, or `Empty` when it has already ended (a GET).
+    pub fn new(body: Incoming) -> Self {
+        if http_body::Body::is_end_stream(&body) {
+            RequestBody::Empty
+        } else {
+            RequestBody::Incoming(body)
+        }
+    }
+}
+
+impl http_body::Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            RequestBody::Incoming(inner) => Pin::new(inner).poll_frame(cx),
+            RequestBody::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Incoming(inner) => inner.is_end_stream(),
+            RequestBody::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Incoming(inner) => inner.size_hint(),
+            RequestBody::Empty => SizeHint::with_exact(0),
+        }
+    }
+}

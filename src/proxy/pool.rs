@@ -30,6 +30,7 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio_rustls::TlsConnector;
 
+use super::body::RequestBody;
 use super::forward::ForwardError;
 
 /// Idle connections kept per destination; beyond this the oldest close.
@@ -39,6 +40,14 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Connections tried for one request whose earlier ones closed before it
 /// could be written.
 const MAX_ATTEMPTS: u32 = 3;
+/// A connection idle this long may be closed by the upstream's own
+/// keep-alive timer just as a request is written on it (Node.js closes after
+/// 5 s, for example). A bodiless GET, HEAD or OPTIONS taken from such a
+/// connection keeps a copy of its head, so that if the upstream closes
+/// without answering it is sent once more on a fresh connection, as nginx
+/// does for cached connections. Busy connections (reused within this time)
+/// pay nothing for it.
+const RETRY_IF_IDLE: Duration = Duration::from_secs(1);
 
 fn abandoned() -> ForwardError {
     ForwardError::Unavailable("the connection attempt was abandoned".into())
@@ -63,10 +72,12 @@ struct State {
     waiters: VecDeque<Waiter>,
 }
 
-type Waiter = oneshot::Sender<Result<SendRequest<Incoming>, ForwardError>>;
+/// What a waiting request receives: a connection, or why none came.
+type Delivered = Result<SendRequest<RequestBody>, ForwardError>;
+type Waiter = oneshot::Sender<Delivered>;
 
 struct Idle {
-    sender: SendRequest<Incoming>,
+    sender: SendRequest<RequestBody>,
     since: Instant,
 }
 
@@ -82,7 +93,7 @@ impl std::fmt::Debug for Destination {
 /// A connection lent to one request; [`Lease::release`] returns it once the
 /// response has been read to its end.
 pub struct Lease {
-    sender: SendRequest<Incoming>,
+    sender: SendRequest<RequestBody>,
     home: Arc<Destination>,
 }
 
@@ -132,17 +143,19 @@ impl Destination {
     /// requests, a burst is served by whichever connections are ready first
     /// rather than each request waiting on its own connect. A pooled
     /// connection the upstream closed just as it was taken hands the request
-    /// back unsent; it then goes to the next one.
+    /// back unsent; it then goes to the next one. See [`RETRY_IF_IDLE`] for
+    /// the one case a request already written is sent again.
     pub async fn send(
         self: &Arc<Self>,
-        mut req: Request<Incoming>,
+        req: Request<Incoming>,
     ) -> Result<(Response<Incoming>, Lease), ForwardError> {
+        let mut req = req.map(RequestBody::new);
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let mut sender = match self.take_or_wait() {
-                Ok(sender) => sender,
-                Err(waiting) => waiting.await.map_err(|_| abandoned())??,
+            let (mut sender, idle_for) = match self.take_or_wait() {
+                Ok(taken) => taken,
+                Err(waiting) => (waiting.await.map_err(|_| abandoned())??, Duration::ZERO),
             };
             if let Err(e) = sender.ready().await {
                 if attempts >= MAX_ATTEMPTS {
@@ -150,6 +163,9 @@ impl Destination {
                 }
                 continue;
             }
+            let again = (idle_for >= RETRY_IF_IDLE && attempts < MAX_ATTEMPTS)
+                .then(|| resendable(&req))
+                .flatten();
             match sender.try_send_request(req).await {
                 Ok(response) => {
                     let lease = Lease {
@@ -158,24 +174,31 @@ impl Destination {
                     };
                     return Ok((response, lease));
                 }
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) if attempts < MAX_ATTEMPTS => req = unsent,
+                Err(mut e) => match (e.take_message(), again) {
+                    (Some(unsent), _) if attempts < MAX_ATTEMPTS => req = unsent,
+                    (None, Some(copy)) if closed_unanswered(e.error()) => {
+                        tracing::debug!(
+                            "upstream closed an idle connection as it was reused; sending again"
+                        );
+                        req = copy;
+                    }
                     _ => return Err(ForwardError::Unavailable(e.into_error().into())),
                 },
             }
         }
     }
 
-    /// The most recently used idle connection that is still open; if there
-    /// is none, a place in the queue and a connection attempt started for it.
+    /// The most recently used idle connection that is still open, and how
+    /// long it was idle; if there is none, a place in the queue and a
+    /// connection attempt started for it.
     fn take_or_wait(
         self: &Arc<Self>,
-    ) -> Result<SendRequest<Incoming>, oneshot::Receiver<Result<SendRequest<Incoming>, ForwardError>>>
-    {
+    ) -> Result<(SendRequest<RequestBody>, Duration), oneshot::Receiver<Delivered>> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         while let Some(conn) = state.idle.pop_back() {
-            if !conn.sender.is_closed() && conn.since.elapsed() < IDLE_TIMEOUT {
-                return Ok(conn.sender);
+            let idle_for = conn.since.elapsed();
+            if !conn.sender.is_closed() && idle_for < IDLE_TIMEOUT {
+                return Ok((conn.sender, idle_for));
             }
         }
         let (tx, rx) = oneshot::channel();
@@ -193,7 +216,7 @@ impl Destination {
     }
 
     /// Hands a free connection to the oldest waiting request, or keeps it.
-    fn put(&self, mut sender: SendRequest<Incoming>) {
+    fn put(&self, mut sender: SendRequest<RequestBody>) {
         if sender.is_closed() {
             return;
         }
@@ -236,14 +259,14 @@ impl Destination {
     /// the TCP connect and the TLS handshake together: this runs on a task
     /// of its own, so nothing else would stop an upstream that accepts and
     /// then never answers the handshake from holding it for good.
-    async fn connect(&self) -> Result<SendRequest<Incoming>, ForwardError> {
+    async fn connect(&self) -> Result<SendRequest<RequestBody>, ForwardError> {
         match tokio::time::timeout(self.connect_timeout, self.open()).await {
             Err(_) => Err(ForwardError::Timeout),
             Ok(result) => result,
         }
     }
 
-    async fn open(&self) -> Result<SendRequest<Incoming>, ForwardError> {
+    async fn open(&self) -> Result<SendRequest<RequestBody>, ForwardError> {
         let host = self
             .authority
             .host()
@@ -266,7 +289,42 @@ impl Destination {
     }
 }
 
-async fn handshake<I>(io: I) -> Result<SendRequest<Incoming>, ForwardError>
+/// Whether the upstream closed or reset the connection before any answer.
+fn closed_unanswered(e: &hyper::Error) -> bool {
+    if e.is_incomplete_message() {
+        return true;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+            );
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// A copy of a bodiless GET, HEAD or OPTIONS request, to send again.
+fn resendable(req: &Request<RequestBody>) -> Option<Request<RequestBody>> {
+    let idempotent = matches!(
+        *req.method(),
+        http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
+    );
+    if !idempotent || !matches!(req.body(), RequestBody::Empty) {
+        return None;
+    }
+    let mut copy = Request::new(RequestBody::Empty);
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    Some(copy)
+}
+
+async fn handshake<I>(io: I) -> Result<SendRequest<RequestBody>, ForwardError>
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {

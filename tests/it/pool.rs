@@ -21,7 +21,10 @@ use crate::support::{TestGateway, raw};
 /// - `/big`: a 10 MB answer of which it sends 64 KiB, then stalls;
 /// - `/then-close`: `200 small`, then closes the connection 20 ms later,
 ///   without having said `Connection: close` (an upstream's keep-alive
-///   timeout).
+///   timeout);
+/// - `/arm`: `200 small`, and the next request on that connection is read
+///   and answered by closing it (a keep-alive timeout firing just as the
+///   request arrives).
 struct Scripted {
     addr: SocketAddr,
     connections: Arc<AtomicUsize>,
@@ -52,6 +55,7 @@ impl Scripted {
 async fn serve(mut tcp: TcpStream) {
     const SMALL: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nsmall";
     let mut buf = Vec::new();
+    let mut drop_next = false;
     loop {
         let head_end = loop {
             if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -66,7 +70,16 @@ async fn serve(mut tcp: TcpStream) {
         let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
         buf.drain(..head_end);
         let path = head.split(' ').nth(1).unwrap_or("");
+        if drop_next {
+            return;
+        }
         match path {
+            "/arm" => {
+                drop_next = true;
+                if tcp.write_all(SMALL).await.is_err() {
+                    return;
+                }
+            }
             "/small" => {
                 if tcp.write_all(SMALL).await.is_err() {
                     return;
@@ -274,4 +287,34 @@ routes:
         "{took:?}"
     );
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_get_on_a_connection_closed_as_it_was_reused_is_sent_again() {
+    let up = Scripted::spawn().await;
+    let gw = gateway(&up).await;
+    let r = raw::get(gw.running.proxy_addr, "/arm", &[]).await;
+    assert_eq!(r.status, 200);
+    // Idle past a second: the gateway keeps a copy of the next GET.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let r = raw::get(gw.running.proxy_addr, "/small", &[]).await;
+    assert_eq!((r.status, r.body.as_str()), (200, "small"));
+    assert_eq!(up.connections(), 2);
+}
+
+#[tokio::test]
+async fn a_post_on_a_connection_closed_as_it_was_reused_is_not_sent_again() {
+    let up = Scripted::spawn().await;
+    let gw = gateway(&up).await;
+    let r = raw::get(gw.running.proxy_addr, "/arm", &[]).await;
+    assert_eq!(r.status, 200);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let r = raw::send(
+        gw.running.proxy_addr,
+        b"POST /small HTTP/1.1\r\nHost: gateway.test\r\nConnection: close\r\nContent-Length: 2\r\n\r\nhi",
+    )
+    .await;
+    // The upstream may have acted on it: the client decides, not us.
+    assert_eq!(r.status, 502, "{}", r.body);
+    assert_eq!(up.connections(), 1);
 }
