@@ -198,13 +198,16 @@ def med(xs):
 rows = {}
 for key, vals in runs.items():
     rows[key] = [med([v[i] for v in vals]) for i in range(4)] + [sum(v[4] for v in vals), "/".join(v[5] for v in vals)]
-print(f"{'scenario':9} {'target':13} {'req/s':>9} {'p50':>7} {'p99':>7} {'cpu/req':>8} {'cpu vs nginx':>12} {'p99 +direct':>11} {'non-2xx':>8} verified")
+print(f"{'scenario':9} {'target':13} {'req/s':>9} {'vs direct':>9} {'vs nginx':>8} {'p50':>7} {'p99':>7} {'cpu/req':>8} {'cpu vs nginx':>12} {'p99 +direct':>11} {'non-2xx':>8} verified")
 for (s, t), (rps, p50, p99, cpu, bad, verified) in sorted(rows.items(), key=lambda kv: (["reused","distinct","forged"].index(kv[0][0]), kv[0][1])):
     nginx = rows.get((s, "nginx-tls" if t.endswith("tls") else "nginx"))
     direct = rows.get((s, "direct"))
     ratio = f"{cpu / nginx[3]:.2f}x" if cpu and nginx and nginx[3] else "-"
     added = f"{p99 - direct[2]:+.2f}" if direct and t != "direct" else "-"
-    print(f"{s:9} {t:13} {rps:9.0f} {p50:7.2f} {p99:7.2f} {(f'{cpu:.1f}' if cpu else '-'):>8} {ratio:>12} {added:>11} {bad:8d} {verified}")
+    # Throughput as a share of the upstream reached directly, and of nginx.
+    vs_direct = f"{rps / direct[0]:.2f}x" if direct and direct[0] and t != "direct" else "-"
+    vs_nginx = f"{rps / nginx[0]:.2f}x" if nginx and nginx[0] and t.startswith("authgate") else "-"
+    print(f"{s:9} {t:13} {rps:9.0f} {vs_direct:>9} {vs_nginx:>8} {p50:7.2f} {p99:7.2f} {(f'{cpu:.1f}' if cpu else '-'):>8} {ratio:>12} {added:>11} {bad:8d} {verified}")
 EOF
 
 echo
