@@ -210,7 +210,11 @@ async fn serve(
             );
         }
     };
-    let host = request_host(&parts.uri, &parts.headers);
+    let host = if rt.routes.by_host() {
+        request_host(&parts.uri, &parts.headers)
+    } else {
+        None
+    };
     let target = Target {
         method: &parts.method,
         host: host.as_deref(),

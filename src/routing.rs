@@ -283,12 +283,15 @@ impl Route {
     }
 }
 
-/// Every route, in file order, indexed by first path segment.
+/// Every route, in file order, indexed by first path segment. The index
+/// is only ever filled from config, so a fast hasher is safe for it.
 #[derive(Debug, Default)]
 pub struct RouteTable {
     routes: Vec<Route>,
-    by_first_segment: HashMap<String, Vec<usize>>,
+    by_first_segment: HashMap<String, Vec<usize>, foldhash::quality::RandomState>,
     any_first_segment: Vec<usize>,
+    /// Whether any route matches on host (if none, the host is not needed).
+    by_host: bool,
 }
 
 /// Request facts that select a route.
@@ -316,6 +319,7 @@ impl RouteTable {
                     .push(i),
                 None => table.any_first_segment.push(i),
             }
+            table.by_host |= route.config.host.is_some();
             table.routes.push(route);
         }
         table
@@ -347,6 +351,12 @@ impl RouteTable {
                 return Some((route, params));
             }
         }
+    }
+
+    /// Whether any route matches on host: if none does, a request's host
+    /// need not be worked out.
+    pub fn by_host(&self) -> bool {
+        self.by_host
     }
 
     /// Number of routes.

@@ -481,3 +481,34 @@ routes:
     );
     assert_eq!(up.count(), 1);
 }
+
+#[tokio::test]
+async fn host_routes_match_the_host_header_case_and_port_aside() {
+    let (api, other) = (Upstream::spawn().await, Upstream::spawn().await);
+    let gw = TestGateway::start(&format!(
+        r#"
+routes:
+  - name: api
+    match: {{ host: api.example.com, path_prefix: / }}
+    upstream: "{}"
+    auth: public
+  - name: rest
+    match: {{ path_prefix: / }}
+    upstream: "{}"
+    auth: public
+"#,
+        api.url(),
+        other.url()
+    ))
+    .await;
+    let addr = gw.running.proxy_addr;
+    let send = |host: &'static str| async move {
+        let req = format!("GET /x HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        raw::send(addr, req.as_bytes()).await.status
+    };
+    assert_eq!(send("API.Example.com:8443").await, 200);
+    assert_eq!(send("api.example.com.").await, 200);
+    assert_eq!((api.count(), other.count()), (2, 0));
+    assert_eq!(send("www.example.com").await, 200);
+    assert_eq!((api.count(), other.count()), (2, 1));
+}
