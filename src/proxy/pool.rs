@@ -13,7 +13,10 @@
 //!
 //! Each connection is driven by its own task (hyper's `Connection`). A
 //! connection is never reused while its last response is unfinished: one
-//! that the client abandoned mid-body is closed, not returned.
+//! that the client abandoned mid-body is closed, not returned. A request is
+//! sent a second time only when it cannot have been acted on twice: it was
+//! handed back unwritten, or it is a bodiless GET, HEAD or OPTIONS that an
+//! upstream's keep-alive timer cut off (see [`RETRY_IF_IDLE`]).
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
@@ -38,7 +41,7 @@ const MAX_IDLE: usize = 256;
 /// An idle connection older than this is closed rather than reused.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Connections tried for one request whose earlier ones closed before it
-/// could be written.
+/// could be written (or, see [`RETRY_IF_IDLE`], before it was answered).
 const MAX_ATTEMPTS: u32 = 3;
 /// A connection idle this long may be closed by the upstream's own
 /// keep-alive timer just as a request is written on it (Node.js closes after
@@ -48,6 +51,14 @@ const MAX_ATTEMPTS: u32 = 3;
 /// does for cached connections. Busy connections (reused within this time)
 /// pay nothing for it.
 const RETRY_IF_IDLE: Duration = Duration::from_secs(1);
+
+/// The authority's host without the brackets of an IPv6 literal.
+fn bare_host(authority: &Authority) -> &str {
+    authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+}
 
 fn abandoned() -> ForwardError {
     ForwardError::Unavailable("the connection attempt was abandoned".into())
@@ -116,10 +127,7 @@ impl Destination {
         let tls = match tls {
             None => None,
             Some(connector) => {
-                let host = authority
-                    .host()
-                    .trim_start_matches('[')
-                    .trim_end_matches(']');
+                let host = bare_host(&authority);
                 let name = match host.parse::<IpAddr>() {
                     Ok(ip) => ServerName::from(ip),
                     Err(_) => ServerName::try_from(host.to_owned())
@@ -267,12 +275,7 @@ impl Destination {
     }
 
     async fn open(&self) -> Result<SendRequest<RequestBody>, ForwardError> {
-        let host = self
-            .authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']');
-        let tcp = TcpStream::connect((host, self.port))
+        let tcp = TcpStream::connect((bare_host(&self.authority), self.port))
             .await
             .map_err(|e| ForwardError::Unavailable(e.into()))?;
         let _ = tcp.set_nodelay(true);
