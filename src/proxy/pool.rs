@@ -14,9 +14,9 @@
 //! Each connection is driven by its own task (hyper's `Connection`). A
 //! connection is never reused while its last response is unfinished: one
 //! that the client abandoned mid-body is closed, not returned. A request is
-//! sent a second time only when it cannot have been acted on twice: it was
-//! handed back unwritten, or it is a bodiless GET, HEAD or OPTIONS that an
-//! upstream's keep-alive timer cut off (see [`RETRY_IF_IDLE`]).
+//! sent a second time only when that is safe: it was handed back unwritten,
+//! or it is a bodiless GET, HEAD or OPTIONS (idempotent) that an upstream's
+//! keep-alive timer cut off (see [`RETRY_IF_IDLE`]).
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
