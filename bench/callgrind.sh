@@ -72,8 +72,15 @@ callgrind_control -d "${PIDS[-1]}" >/dev/null
 sleep 1
 dump=$(ls "$OUT".* | head -1)
 total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+# Allocations: calls into mimalloc's entry points, summed over their callers.
+allocations=$(callgrind_annotate --tree=caller --threshold=100 "$dump" 2>/dev/null | awk '
+    /^ *[0-9,]+ .*< / { if (match($0, /\(([0-9,]+)x\)/)) { n = substr($0, RSTART + 1, RLENGTH - 3); gsub(",", "", n); calls += n } next }
+    /\*  \?\?\?:mi_(malloc|zalloc|realloc)(_aligned)? / { sum += calls }
+    { calls = 0 }
+    END { print sum + 0 }')
 echo "requests served: $requests"
 echo "instructions per request: $((total / requests))"
+echo "allocations per request: $(awk -v a="$allocations" -v n="$requests" 'BEGIN {printf "%.1f", a / n}')"
 echo
 echo "heaviest functions, inclusive instructions per request:"
 callgrind_annotate --inclusive=yes "$dump" 2>/dev/null |
