@@ -21,35 +21,8 @@ fi
 cargo build --release --quiet --bin authgate --example bench_tokens
 target/release/examples/bench_tokens "$WORK" 10 >/dev/null
 UPSTREAM=$(free_port); GATE=$(free_port); ADMIN=$(free_port)
-cat >"$WORK/nginx-upstream.conf" <<EOF
-worker_processes 1;
-daemon on;
-pid $WORK/nginx-upstream.pid;
-error_log $WORK/nginx-upstream.err warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path $WORK/b; proxy_temp_path $WORK/p;
-    fastcgi_temp_path $WORK/f; uwsgi_temp_path $WORK/u; scgi_temp_path $WORK/s;
-    server { listen 127.0.0.1:$UPSTREAM; keepalive_requests 1000000; location / { return 200 'ok'; } }
-}
-EOF
-"$NGINX" -c "$WORK/nginx-upstream.conf"
-cat >"$WORK/gate.yaml" <<EOF
-server: { listen: "127.0.0.1:$GATE" }
-admin: { listen: "127.0.0.1:$ADMIN" }
-issuers:
-  idp:
-    issuer: "https://idp.bench"
-    jwks_file: jwks.json
-    algorithms: [RS256]
-    audiences: [api]
-routes:
-  - name: bench
-    match: { path_prefix: / }
-    upstream: "http://127.0.0.1:$UPSTREAM"
-    auth: { issuers: [idp], scopes_all: [read] }
-EOF
+start_upstream "$UPSTREAM"
+gateway_yaml "$WORK/gate.yaml" "$GATE" "$ADMIN" "$UPSTREAM"
 cat >"$WORK/token.lua" <<EOF
 local token = io.open("$WORK/reused.txt"):read("*l")
 wrk.headers["Authorization"] = "Bearer " .. token

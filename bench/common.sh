@@ -29,3 +29,47 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# start_upstream PORT: nginx on PORT answering every request 200 "ok", with
+# unlimited keep-alive; UPSTREAM_WORKERS worker processes (default 1).
+start_upstream() {
+    cat >"$WORK/nginx-upstream.conf" <<EOF
+worker_processes ${UPSTREAM_WORKERS:-1};
+daemon on;
+pid $WORK/nginx-upstream.pid;
+error_log $WORK/nginx-upstream.err warn;
+events { worker_connections 20000; }
+http {
+    access_log off;
+    client_body_temp_path $WORK/up-body; proxy_temp_path $WORK/up-proxy;
+    fastcgi_temp_path $WORK/up-fcgi; uwsgi_temp_path $WORK/up-uwsgi; scgi_temp_path $WORK/up-scgi;
+    server { listen 127.0.0.1:$1; keepalive_requests 1000000; location / { return 200 'ok'; } }
+}
+EOF
+    "$NGINX" -c "$WORK/nginx-upstream.conf"
+}
+
+# gateway_yaml FILE LISTEN ADMIN UPSTREAM [SERVER_LINES] [ISSUER_LINES]: the
+# benchmark gateway's config: one RS256 issuer whose keys are jwks.json
+# beside FILE, one protected route to UPSTREAM. The optional arguments are
+# extra lines (already indented) for the server and the issuer.
+gateway_yaml() {
+    cat >"$1" <<EOF
+server:
+  listen: "127.0.0.1:$2"
+${5:-}
+admin: { listen: "127.0.0.1:$3" }
+issuers:
+  idp:
+    issuer: "https://idp.bench"
+    jwks_file: jwks.json
+    algorithms: [RS256]
+    audiences: [api]
+${6:-}
+routes:
+  - name: bench
+    match: { path_prefix: / }
+    upstream: "http://127.0.0.1:$4"
+    auth: { issuers: [idp], scopes_all: [read] }
+EOF
+}

@@ -62,34 +62,15 @@ http {
 EOF
     "$NGINX" -c "$WORK/nginx-$1.conf"
 }
-nginx_conf upstream "server { listen 127.0.0.1:$UPSTREAM; keepalive_requests 1000000; location / { return 200 'ok'; } }"
+UPSTREAM_WORKERS=auto start_upstream "$UPSTREAM"
 PROXY_LOCATION="location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; }"
 nginx_conf proxy "server { listen 127.0.0.1:$NGINX_PLAIN; keepalive_requests 1000000; $PROXY_LOCATION }
     server { listen 127.0.0.1:$NGINX_TLS ssl; ssl_certificate $WORK/cert.pem; ssl_certificate_key $WORK/key.pem; keepalive_requests 1000000; $PROXY_LOCATION }"
 
-gate_conf() { # name, listen, admin, tls block
-    cat >"$WORK/gate-$1.yaml" <<EOF
-server:
-  listen: "127.0.0.1:$2"
-  max_connections: 20000
-$4
-admin: { listen: "127.0.0.1:$3" }
-issuers:
-  idp:
-    issuer: "https://idp.bench"
-    jwks_file: jwks.json
-    algorithms: [RS256]
-    audiences: [api]
-routes:
-  - name: bench
-    match: { path_prefix: / }
-    upstream: "http://127.0.0.1:$UPSTREAM"
-    auth: { issuers: [idp], scopes_all: [read] }
-EOF
-}
 # One gateway process per transport, so each one's CPU is its own.
-gate_conf plain "$GATE_PLAIN" "$ADMIN_PLAIN" ""
-gate_conf tls "$GATE_TLS" "$ADMIN_TLS" "  tls: { cert_file: cert.pem, key_file: key.pem }"
+gateway_yaml "$WORK/gate-plain.yaml" "$GATE_PLAIN" "$ADMIN_PLAIN" "$UPSTREAM" "  max_connections: 20000"
+gateway_yaml "$WORK/gate-tls.yaml" "$GATE_TLS" "$ADMIN_TLS" "$UPSTREAM" "  max_connections: 20000
+  tls: { cert_file: cert.pem, key_file: key.pem }"
 start_gateways() { # (re)starts both gateways: an empty verified-token cache
     for t in plain tls; do
         local var="GATE_PID_$t"

@@ -23,34 +23,12 @@ for gen in a b; do target/release/examples/bench_tokens "$WORK/$gen" 1000; done
 cat "$WORK/a/distinct.txt" "$WORK/b/distinct.txt" "$WORK/a/forged.txt" | shuf >"$WORK/mix.txt"
 
 UPSTREAM=$(free_port); GATE=$(free_port); ADMIN=$(free_port)
-cat >"$WORK/nginx.conf" <<EOF
-worker_processes 1; daemon on; pid $WORK/nginx.pid; error_log $WORK/nginx.err warn;
-events {}
-http { access_log off; client_body_temp_path $WORK/b; proxy_temp_path $WORK/p;
-  fastcgi_temp_path $WORK/f; uwsgi_temp_path $WORK/u; scgi_temp_path $WORK/s;
-  server { listen 127.0.0.1:$UPSTREAM; keepalive_requests 1000000; location / { return 200 'ok'; } } }
-EOF
-"$NGINX" -c "$WORK/nginx.conf"
+start_upstream "$UPSTREAM"
 
 cp "$WORK/a/jwks.json" "$WORK/jwks.json"
 write_config() { # a comment that changes, so every rotation is also a reload
-    cat >"$WORK/gateway.yaml" <<EOF
-# generation $1
-server: { listen: "127.0.0.1:$GATE" }
-admin: { listen: "127.0.0.1:$ADMIN" }
-issuers:
-  idp:
-    issuer: "https://idp.bench"
-    jwks_file: jwks.json
-    algorithms: [RS256]
-    audiences: [api]
-    jwks_cache: { ttl: ${ROTATE_EVERY}s }
-routes:
-  - name: soak
-    match: { path_prefix: / }
-    upstream: "http://127.0.0.1:$UPSTREAM"
-    auth: { issuers: [idp], scopes_all: [read] }
-EOF
+    gateway_yaml "$WORK/gateway.yaml" "$GATE" "$ADMIN" "$UPSTREAM" "" "    jwks_cache: { ttl: ${ROTATE_EVERY}s }"
+    echo "# generation $1" >>"$WORK/gateway.yaml"
 }
 write_config 0
 target/release/authgate run --config "$WORK/gateway.yaml" --log-level warn >"$WORK/gateway.log" 2>&1 &
