@@ -37,14 +37,13 @@ impl Body {
 
     /// A streamed upstream body; `lease` goes back to the pool at its end.
     pub fn upstream(inner: Incoming, lease: Lease) -> Self {
-        if http_body::Body::is_end_stream(&inner) {
+        let lease = if http_body::Body::is_end_stream(&inner) {
             lease.release();
-            return Body::Incoming { inner, lease: None };
-        }
-        Body::Incoming {
-            inner,
-            lease: Some(lease),
-        }
+            None
+        } else {
+            Some(lease)
+        };
+        Body::Incoming { inner, lease }
     }
 }
 
