@@ -70,61 +70,72 @@ impl ForwardError {
 /// destination; a route finds its own by index, with no lookup by name.
 #[derive(Debug)]
 pub struct Forwarder {
-    destinations: Vec<Arc<Destination>>,
+    destinations: Vec<(Key, Arc<Destination>)>,
     by_route: Vec<usize>,
 }
 
+/// What makes two routes' upstreams the same destination.
+type Key = (bool, http::uri::Authority, Option<PathBuf>, Duration);
+
 impl Forwarder {
     /// Builds the destinations for `routes` (reads CA files; called at load
-    /// and reload).
-    pub fn new(routes: &[RouteConfig]) -> Result<Self, ConfigProblem> {
-        type Key<'a> = (
-            bool,
-            &'a http::uri::Authority,
-            &'a Option<PathBuf>,
-            Duration,
-        );
-        let mut keys: Vec<Key<'_>> = Vec::new();
-        let mut destinations = Vec::new();
+    /// and reload). A plain-HTTP destination of `previous` that is still
+    /// used is kept, idle connections and all, so a reload does not make
+    /// every upstream connection anew; https destinations are rebuilt, since
+    /// picking up a changed CA file is one reason to reload.
+    pub fn new(
+        routes: &[RouteConfig],
+        previous: Option<&Forwarder>,
+    ) -> Result<Self, ConfigProblem> {
+        let mut destinations: Vec<(Key, Arc<Destination>)> = Vec::new();
         let mut connectors: Vec<(&Option<PathBuf>, TlsConnector)> = Vec::new();
         let mut by_route = Vec::with_capacity(routes.len());
         for (i, route) in routes.iter().enumerate() {
             let f = &route.forward;
-            let key = (
+            let key: Key = (
                 route.upstream.https,
-                &route.upstream.authority,
-                &f.ca_file,
+                route.upstream.authority.clone(),
+                f.ca_file.clone(),
                 f.connect_timeout,
             );
-            if let Some(index) = keys.iter().position(|k| *k == key) {
+            if let Some(index) = destinations.iter().position(|(k, _)| *k == key) {
                 by_route.push(index);
                 continue;
             }
-            let tls = if route.upstream.https {
-                let known = connectors.iter().find(|(ca, _)| **ca == f.ca_file);
-                Some(match known {
-                    Some((_, c)) => c.clone(),
-                    None => {
-                        let path = format!("routes[{i}].forward.ca_file");
-                        let c = tls_connector(f.ca_file.as_deref(), &path)?;
-                        connectors.push((&f.ca_file, c.clone()));
-                        c
-                    }
-                })
-            } else {
-                None
+            let kept = previous
+                .filter(|_| !route.upstream.https)
+                .and_then(|p| p.destinations.iter().find(|(k, _)| *k == key))
+                .map(|(_, d)| d.clone());
+            let destination = match kept {
+                Some(d) => d,
+                None => {
+                    let tls = if route.upstream.https {
+                        let known = connectors.iter().find(|(ca, _)| **ca == f.ca_file);
+                        Some(match known {
+                            Some((_, c)) => c.clone(),
+                            None => {
+                                let path = format!("routes[{i}].forward.ca_file");
+                                let c = tls_connector(f.ca_file.as_deref(), &path)?;
+                                connectors.push((&f.ca_file, c.clone()));
+                                c
+                            }
+                        })
+                    } else {
+                        None
+                    };
+                    let d =
+                        Destination::new(route.upstream.authority.clone(), tls, f.connect_timeout)
+                            .map_err(|e| {
+                                ConfigProblem::new(
+                                    &format!("routes[{i}].upstream"),
+                                    e,
+                                    "an upstream whose host is a DNS name or an IP address",
+                                )
+                            })?;
+                    Arc::new(d)
+                }
             };
-            let destination =
-                Destination::new(route.upstream.authority.clone(), tls, f.connect_timeout)
-                    .map_err(|e| {
-                        ConfigProblem::new(
-                            &format!("routes[{i}].upstream"),
-                            e,
-                            "an upstream whose host is a DNS name or an IP address",
-                        )
-                    })?;
-            keys.push(key);
-            destinations.push(Arc::new(destination));
+            destinations.push((key, destination));
             by_route.push(destinations.len() - 1);
         }
         Ok(Self {
@@ -141,7 +152,7 @@ impl Forwarder {
         timeout: Duration,
         mut req: Request<Incoming>,
     ) -> Result<Response<Body>, ForwardError> {
-        let destination = &self.destinations[self.by_route[route]];
+        let destination = &self.destinations[self.by_route[route]].1;
         let upgrade = take_upgrade(&mut req);
         let (response, lease) = match tokio::time::timeout(timeout, destination.send(req)).await {
             Err(_) => return Err(ForwardError::Timeout),

@@ -318,3 +318,38 @@ async fn a_post_on_a_connection_closed_as_it_was_reused_is_not_sent_again() {
     assert_eq!(r.status, 502, "{}", r.body);
     assert_eq!(up.connections(), 1);
 }
+
+#[tokio::test]
+async fn a_reload_keeps_the_idle_connections_of_unchanged_upstreams() {
+    let (up, other) = (Scripted::spawn().await, Scripted::spawn().await);
+    let gw = gateway(&up).await;
+    let r = raw::get(gw.running.proxy_addr, "/small", &[]).await;
+    assert_eq!(r.status, 200);
+    // A new route in front, to another upstream; the old route unchanged.
+    let yaml = format!(
+        r#"
+server: {{ listen: "127.0.0.1:0" }}
+admin: {{ listen: "127.0.0.1:0" }}
+routes:
+  - name: new
+    match: {{ path_prefix: /new }}
+    upstream: "http://{}"
+    auth: public
+  - name: all
+    match: {{ path_prefix: / }}
+    upstream: "http://{}"
+    auth: public
+    forward: {{ timeout: 5s, connect_timeout: 1s }}
+"#,
+        other.addr, up.addr
+    );
+    let loaded = authgate::config::parse(&yaml, std::path::Path::new("."), &|_| None).unwrap();
+    gw.running.gateway.reload(loaded.config).unwrap();
+    for _ in 0..3 {
+        let r = raw::get(gw.running.proxy_addr, "/small", &[]).await;
+        assert_eq!((r.status, r.body.as_str()), (200, "small"));
+    }
+    let r = raw::get(gw.running.proxy_addr, "/new/small", &[]).await;
+    assert_eq!(r.status, 404, "the scripted upstream knows no /new/small");
+    assert_eq!((up.connections(), other.connections()), (1, 1));
+}
