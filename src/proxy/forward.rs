@@ -88,7 +88,7 @@ impl Forwarder {
         previous: Option<&Forwarder>,
     ) -> Result<Self, ConfigProblem> {
         let mut destinations: Vec<(Key, Arc<Destination>)> = Vec::new();
-        let mut connectors: Vec<(&Option<PathBuf>, TlsConnector)> = Vec::new();
+        let mut connectors = Connectors::default();
         let mut by_route = Vec::with_capacity(routes.len());
         for (i, route) in routes.iter().enumerate() {
             let f = &route.forward;
@@ -108,32 +108,7 @@ impl Forwarder {
                 .map(|(_, d)| d.clone());
             let destination = match kept {
                 Some(d) => d,
-                None => {
-                    let tls = if route.upstream.https {
-                        let known = connectors.iter().find(|(ca, _)| **ca == f.ca_file);
-                        Some(match known {
-                            Some((_, c)) => c.clone(),
-                            None => {
-                                let path = format!("routes[{i}].forward.ca_file");
-                                let c = tls_connector(f.ca_file.as_deref(), &path)?;
-                                connectors.push((&f.ca_file, c.clone()));
-                                c
-                            }
-                        })
-                    } else {
-                        None
-                    };
-                    let d =
-                        Destination::new(route.upstream.authority.clone(), tls, f.connect_timeout)
-                            .map_err(|e| {
-                                ConfigProblem::new(
-                                    &format!("routes[{i}].upstream"),
-                                    e,
-                                    "an upstream whose host is a DNS name or an IP address",
-                                )
-                            })?;
-                    Arc::new(d)
-                }
+                None => Arc::new(destination(route, i, &mut connectors)?),
             };
             destinations.push((key, destination));
             by_route.push(destinations.len() - 1);
@@ -250,6 +225,35 @@ fn switch(
         .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     parts.headers.insert(header::UPGRADE, protocol);
     Response::from_parts(parts, Body::Empty)
+}
+
+/// TLS connectors by CA file, built once per file per load.
+type Connectors = Vec<(Option<PathBuf>, TlsConnector)>;
+
+/// A new destination for route number `i`.
+fn destination(
+    route: &RouteConfig,
+    i: usize,
+    connectors: &mut Connectors,
+) -> Result<Destination, ConfigProblem> {
+    let f = &route.forward;
+    let tls = if !route.upstream.https {
+        None
+    } else if let Some((_, c)) = connectors.iter().find(|(ca, _)| *ca == f.ca_file) {
+        Some(c.clone())
+    } else {
+        let path = format!("routes[{i}].forward.ca_file");
+        let c = tls_connector(f.ca_file.as_deref(), &path)?;
+        connectors.push((f.ca_file.clone(), c.clone()));
+        Some(c)
+    };
+    Destination::new(route.upstream.authority.clone(), tls, f.connect_timeout).map_err(|e| {
+        ConfigProblem::new(
+            &format!("routes[{i}].upstream"),
+            e,
+            "an upstream whose host is a DNS name or an IP address",
+        )
+    })
 }
 
 fn tls_connector(
