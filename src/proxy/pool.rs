@@ -83,6 +83,21 @@ struct State {
     waiters: VecDeque<Waiter>,
 }
 
+impl State {
+    /// Gives `delivered` to the oldest request still waiting; back if none is.
+    fn hand_over(&mut self, mut delivered: Delivered) -> Option<Delivered> {
+        while let Some(waiter) = self.waiters.pop_front() {
+            // A send fails only when that request is gone (timed out, or
+            // its client left).
+            match waiter.send(delivered) {
+                Ok(()) => return None,
+                Err(back) => delivered = back,
+            }
+        }
+        Some(delivered)
+    }
+}
+
 /// What a waiting request receives: a connection, or why none came.
 type Delivered = Result<SendRequest<RequestBody>, ForwardError>;
 type Waiter = oneshot::Sender<Delivered>;
@@ -224,22 +239,15 @@ impl Destination {
     }
 
     /// Hands a free connection to the oldest waiting request, or keeps it.
-    fn put(&self, mut sender: SendRequest<RequestBody>) {
+    fn put(&self, sender: SendRequest<RequestBody>) {
         if sender.is_closed() {
             return;
         }
         let now = Instant::now();
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some(waiter) = state.waiters.pop_front() {
-            match waiter.send(Ok(sender)) {
-                Ok(()) => return,
-                // That request is gone (timed out, or its client left).
-                Err(back) => match back {
-                    Ok(s) => sender = s,
-                    Err(_) => return,
-                },
-            }
-        }
+        let Some(Ok(sender)) = state.hand_over(Ok(sender)) else {
+            return;
+        };
         // The oldest sit at the front: close those past their time, and
         // make room.
         let idle = &mut state.idle;
@@ -252,15 +260,10 @@ impl Destination {
         idle.push_back(Idle { sender, since: now });
     }
 
+    /// Fails the oldest waiting request with why a connect failed.
     fn fail_one(&self, error: ForwardError) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let mut error = Err(error);
-        while let Some(waiter) = state.waiters.pop_front() {
-            match waiter.send(error) {
-                Ok(()) => return,
-                Err(back) => error = back,
-            }
-        }
+        state.hand_over(Err(error));
     }
 
     /// A new connection, driven by its own task. `connect_timeout` bounds

@@ -31,13 +31,11 @@ struct Scripted {
 }
 
 impl Scripted {
+    /// Listens, serves every connection, counts them.
     async fn spawn() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let connections = Arc::new(AtomicUsize::new(0));
-        let up = Self {
-            addr: listener.local_addr().unwrap(),
-            connections: connections.clone(),
-        };
+        let up = Self::at(&listener);
+        let connections = up.connections.clone();
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
                 connections.fetch_add(1, Ordering::SeqCst);
@@ -45,6 +43,14 @@ impl Scripted {
             }
         });
         up
+    }
+
+    /// The counter for `listener`; accepting and serving are the caller's.
+    fn at(listener: &TcpListener) -> Self {
+        Self {
+            addr: listener.local_addr().unwrap(),
+            connections: Arc::new(AtomicUsize::new(0)),
+        }
     }
 
     fn connections(&self) -> usize {
@@ -122,10 +128,26 @@ routes:
     .await
 }
 
-#[tokio::test]
-async fn sequential_requests_from_many_clients_share_one_upstream_connection() {
+async fn scripted_gateway() -> (Scripted, TestGateway) {
     let up = Scripted::spawn().await;
     let gw = gateway(&up).await;
+    (up, gw)
+}
+
+/// A gateway whose one upstream connection is armed (the upstream will
+/// close it on the next request without answering) and has been idle for
+/// over a second, so the gateway keeps a copy of a bodiless GET sent on it.
+async fn armed_and_idle() -> (Scripted, TestGateway) {
+    let (up, gw) = scripted_gateway().await;
+    let r = raw::get(gw.running.proxy_addr, "/arm", &[]).await;
+    assert_eq!(r.status, 200);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    (up, gw)
+}
+
+#[tokio::test]
+async fn sequential_requests_from_many_clients_share_one_upstream_connection() {
+    let (up, gw) = scripted_gateway().await;
     // Each raw::get is its own client connection (`Connection: close`).
     for _ in 0..20 {
         let r = raw::get(gw.running.proxy_addr, "/small", &[]).await;
@@ -136,8 +158,7 @@ async fn sequential_requests_from_many_clients_share_one_upstream_connection() {
 
 #[tokio::test]
 async fn an_answer_abandoned_midway_never_lends_its_connection_again() {
-    let up = Scripted::spawn().await;
-    let gw = gateway(&up).await;
+    let (up, gw) = scripted_gateway().await;
     let r = raw::get(gw.running.proxy_addr, "/small", &[]).await;
     assert_eq!(r.status, 200);
     // Read the head and some of the body of /big, then leave.
@@ -167,8 +188,7 @@ async fn an_answer_abandoned_midway_never_lends_its_connection_again() {
 
 #[tokio::test]
 async fn a_connection_the_upstream_closed_while_idle_is_replaced_unnoticed() {
-    let up = Scripted::spawn().await;
-    let gw = gateway(&up).await;
+    let (up, gw) = scripted_gateway().await;
     for round in 1..=3 {
         let r = raw::get(gw.running.proxy_addr, "/then-close", &[]).await;
         assert_eq!((r.status, r.body.as_str()), (200, "small"), "round {round}");
@@ -199,10 +219,7 @@ fn listener_with_backlog_of_one() -> TcpListener {
 #[tokio::test]
 async fn a_connect_that_hangs_is_504_after_connect_timeout() {
     let listener = listener_with_backlog_of_one();
-    let up = Scripted {
-        addr: listener.local_addr().unwrap(),
-        connections: Arc::new(AtomicUsize::new(0)),
-    };
+    let up = Scripted::at(&listener);
     let _fillers = fill_accept_queue(up.addr).await;
     let gw = gateway(&up).await;
     let started = std::time::Instant::now();
@@ -223,14 +240,11 @@ async fn queued_requests_take_the_first_connection_to_come_free() {
     // An upstream that accepts one connection and then no more, with its
     // accept queue full: every new connect hangs until connect_timeout.
     let listener = listener_with_backlog_of_one();
-    let up = Scripted {
-        addr: listener.local_addr().unwrap(),
-        connections: Arc::new(AtomicUsize::new(0)),
-    };
-    let accepted = up.connections.clone();
+    let up = Scripted::at(&listener);
+    let counted = up.connections.clone();
     let _listener = tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.unwrap();
-        accepted.fetch_add(1, Ordering::SeqCst);
+        counted.fetch_add(1, Ordering::SeqCst);
         tokio::spawn(serve(tcp));
         std::future::pending::<()>().await;
     });
@@ -255,9 +269,8 @@ async fn queued_requests_take_the_first_connection_to_come_free() {
 async fn a_tls_handshake_that_never_answers_is_504_after_connect_timeout() {
     // Accepts every connection and never says a word.
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let counted = accepted.clone();
+    let up = Scripted::at(&listener);
+    let (addr, counted) = (up.addr, up.connections.clone());
     tokio::spawn(async move {
         let mut held = Vec::new();
         while let Ok((tcp, _)) = listener.accept().await {
@@ -286,17 +299,12 @@ routes:
         took >= Duration::from_millis(900) && took < Duration::from_secs(3),
         "{took:?}"
     );
-    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    assert_eq!(up.connections(), 1);
 }
 
 #[tokio::test]
 async fn a_get_on_a_connection_closed_as_it_was_reused_is_sent_again() {
-    let up = Scripted::spawn().await;
-    let gw = gateway(&up).await;
-    let r = raw::get(gw.running.proxy_addr, "/arm", &[]).await;
-    assert_eq!(r.status, 200);
-    // Idle past a second: the gateway keeps a copy of the next GET.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (up, gw) = armed_and_idle().await;
     let r = raw::get(gw.running.proxy_addr, "/small", &[]).await;
     assert_eq!((r.status, r.body.as_str()), (200, "small"));
     assert_eq!(up.connections(), 2);
@@ -304,11 +312,7 @@ async fn a_get_on_a_connection_closed_as_it_was_reused_is_sent_again() {
 
 #[tokio::test]
 async fn a_post_on_a_connection_closed_as_it_was_reused_is_not_sent_again() {
-    let up = Scripted::spawn().await;
-    let gw = gateway(&up).await;
-    let r = raw::get(gw.running.proxy_addr, "/arm", &[]).await;
-    assert_eq!(r.status, 200);
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (up, gw) = armed_and_idle().await;
     let r = raw::send(
         gw.running.proxy_addr,
         b"POST /small HTTP/1.1\r\nHost: gateway.test\r\nConnection: close\r\nContent-Length: 2\r\n\r\nhi",
