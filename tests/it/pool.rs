@@ -128,6 +128,12 @@ routes:
     .await
 }
 
+/// `GET /small` through `gw`, answered `200 small`.
+async fn small(gw: &TestGateway) {
+    let r = raw::get(gw.running.proxy_addr, "/small", &[]).await;
+    assert_eq!((r.status, r.body.as_str()), (200, "small"));
+}
+
 async fn scripted_gateway() -> (Scripted, TestGateway) {
     let up = Scripted::spawn().await;
     let gw = gateway(&up).await;
@@ -150,8 +156,7 @@ async fn sequential_requests_from_many_clients_share_one_upstream_connection() {
     let (up, gw) = scripted_gateway().await;
     // Each raw::get is its own client connection (`Connection: close`).
     for _ in 0..20 {
-        let r = raw::get(gw.running.proxy_addr, "/small", &[]).await;
-        assert_eq!((r.status, r.body.as_str()), (200, "small"));
+        small(&gw).await;
     }
     assert_eq!(up.connections(), 1);
 }
@@ -159,8 +164,7 @@ async fn sequential_requests_from_many_clients_share_one_upstream_connection() {
 #[tokio::test]
 async fn an_answer_abandoned_midway_never_lends_its_connection_again() {
     let (up, gw) = scripted_gateway().await;
-    let r = raw::get(gw.running.proxy_addr, "/small", &[]).await;
-    assert_eq!(r.status, 200);
+    small(&gw).await;
     // Read the head and some of the body of /big, then leave.
     let mut client = TcpStream::connect(gw.running.proxy_addr).await.unwrap();
     client
@@ -179,8 +183,7 @@ async fn an_answer_abandoned_midway_never_lends_its_connection_again() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     // The stalled connection, with 10 MB still owed, must not answer this.
     for _ in 0..3 {
-        let r = raw::get(gw.running.proxy_addr, "/small", &[]).await;
-        assert_eq!((r.status, r.body.as_str()), (200, "small"));
+        small(&gw).await;
     }
     // One for the first /small (then lent to /big) and one after it.
     assert_eq!(up.connections(), 2);
@@ -249,8 +252,7 @@ async fn queued_requests_take_the_first_connection_to_come_free() {
         std::future::pending::<()>().await;
     });
     let gw = gateway(&up).await;
-    let r = raw::get(gw.running.proxy_addr, "/small", &[]).await;
-    assert_eq!(r.status, 200);
+    small(&gw).await;
     let _fillers = fill_accept_queue(up.addr).await;
     // Five at once: one takes the idle connection, four start connects
     // that cannot succeed, and all five are served by the one connection.
@@ -305,8 +307,7 @@ routes:
 #[tokio::test]
 async fn a_get_on_a_connection_closed_as_it_was_reused_is_sent_again() {
     let (up, gw) = armed_and_idle().await;
-    let r = raw::get(gw.running.proxy_addr, "/small", &[]).await;
-    assert_eq!((r.status, r.body.as_str()), (200, "small"));
+    small(&gw).await;
     assert_eq!(up.connections(), 2);
 }
 
@@ -327,8 +328,7 @@ async fn a_post_on_a_connection_closed_as_it_was_reused_is_not_sent_again() {
 async fn a_reload_keeps_the_idle_connections_of_unchanged_upstreams() {
     let (up, other) = (Scripted::spawn().await, Scripted::spawn().await);
     let gw = gateway(&up).await;
-    let r = raw::get(gw.running.proxy_addr, "/small", &[]).await;
-    assert_eq!(r.status, 200);
+    small(&gw).await;
     // A new route in front, to another upstream; the old route unchanged.
     let yaml = format!(
         r#"
@@ -350,8 +350,7 @@ routes:
     let loaded = authgate::config::parse(&yaml, std::path::Path::new("."), &|_| None).unwrap();
     gw.running.gateway.reload(loaded.config).unwrap();
     for _ in 0..3 {
-        let r = raw::get(gw.running.proxy_addr, "/small", &[]).await;
-        assert_eq!((r.status, r.body.as_str()), (200, "small"));
+        small(&gw).await;
     }
     let r = raw::get(gw.running.proxy_addr, "/new/small", &[]).await;
     assert_eq!(r.status, 404, "the scripted upstream knows no /new/small");
