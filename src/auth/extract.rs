@@ -9,12 +9,35 @@ use super::failure::AuthFailure;
 use super::token::{BearerToken, MAX_TOKEN_BYTES};
 use crate::config::TokenSource;
 
+/// A token as found in a request, its characters not yet checked. The
+/// verified-token cache may be asked about it first: only tokens that passed
+/// [`Found::check`] and verification are ever stored there, so a hit is
+/// byte for byte a token already checked, and a hit skips the pass over it.
+#[derive(Clone, Copy)]
+pub struct Found<'r>(&'r [u8]);
+
+impl<'r> Found<'r> {
+    /// The token's bytes, for a cache lookup.
+    pub fn bytes(self) -> &'r [u8] {
+        self.0
+    }
+
+    /// RFC 6750 `b64token` characters only, at most [`MAX_TOKEN_BYTES`].
+    pub fn check(self) -> Result<BearerToken<'r>, AuthFailure> {
+        check_token_chars(self.0)?;
+        match std::str::from_utf8(self.0) {
+            Ok(token) => Ok(BearerToken(token)),
+            Err(_) => Err(INVALID_CHARS),
+        }
+    }
+}
+
 /// The token of a request, or why there is none usable.
 pub fn extract<'r>(
     headers: &'r HeaderMap,
     query: Option<&str>,
     sources: &[TokenSource],
-) -> Result<BearerToken<'r>, AuthFailure> {
+) -> Result<Found<'r>, AuthFailure> {
     if query.is_some_and(has_access_token_param) {
         return Err(AuthFailure::InvalidRequest(
             "tokens in the URL query are not accepted; send an Authorization: Bearer header",
@@ -41,7 +64,7 @@ fn has_access_token_param(query: &str) -> bool {
     })
 }
 
-fn from_header(headers: &HeaderMap) -> Result<Option<BearerToken<'_>>, AuthFailure> {
+fn from_header(headers: &HeaderMap) -> Result<Option<Found<'_>>, AuthFailure> {
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
     let Some(value) = values.next() else {
         return Ok(None);
@@ -49,8 +72,8 @@ fn from_header(headers: &HeaderMap) -> Result<Option<BearerToken<'_>>, AuthFailu
     if values.next().is_some() {
         return Err(AuthFailure::InvalidRequest("several Authorization headers"));
     }
-    // Bytes, not `to_str`: the token's character check below is the one
-    // pass over it, and refuses anything that is not ASCII.
+    // Bytes, not `to_str`: the token's character check (`Found::check`) is
+    // the one pass over it, and refuses anything that is not ASCII.
     let text = value.as_bytes().trim_ascii();
     let split = text.iter().position(|b| matches!(b, b' ' | b'\t'));
     let (scheme, rest) = match split {
@@ -67,17 +90,10 @@ fn from_header(headers: &HeaderMap) -> Result<Option<BearerToken<'_>>, AuthFailu
             "Authorization: Bearer without a token",
         ));
     }
-    check_token_chars(token)?;
-    match std::str::from_utf8(token) {
-        Ok(token) => Ok(Some(BearerToken(token))),
-        Err(_) => Err(INVALID_CHARS),
-    }
+    Ok(Some(Found(token)))
 }
 
-fn from_cookie<'h>(
-    headers: &'h HeaderMap,
-    name: &str,
-) -> Result<Option<BearerToken<'h>>, AuthFailure> {
+fn from_cookie<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<Found<'h>>, AuthFailure> {
     let mut found = None;
     for value in headers.get_all(header::COOKIE) {
         let Ok(text) = value.to_str() else { continue };
@@ -97,10 +113,7 @@ fn from_cookie<'h>(
     }
     match found {
         None | Some("") => Ok(None),
-        Some(token) => {
-            check_token_chars(token.as_bytes())?;
-            Ok(Some(BearerToken(token)))
-        }
+        Some(token) => Ok(Some(Found(token.as_bytes()))),
     }
 }
 
@@ -144,6 +157,17 @@ mod tests {
 
     const HEADER: &[TokenSource] = &[TokenSource::Header];
 
+    /// What the request path does: find, then check.
+    fn token<'h>(
+        h: &'h HeaderMap,
+        query: Option<&str>,
+        sources: &[TokenSource],
+    ) -> Result<&'h str, AuthFailure> {
+        extract(h, query, sources)
+            .and_then(Found::check)
+            .map(|t| t.0)
+    }
+
     #[test]
     fn the_bearer_scheme_is_case_insensitive_and_whitespace_tolerated() {
         for v in [
@@ -152,7 +176,7 @@ mod tests {
             "BEARER   abc.def.ghi  ",
         ] {
             let h = headers(&[("authorization", v)]);
-            assert_eq!(extract(&h, None, HEADER).unwrap().0, "abc.def.ghi");
+            assert_eq!(token(&h, None, HEADER).unwrap(), "abc.def.ghi");
         }
     }
 
@@ -160,7 +184,7 @@ mod tests {
     fn other_schemes_count_as_no_credentials() {
         let h = headers(&[("authorization", "Basic dXNlcjpwYXNz")]);
         assert_eq!(
-            extract(&h, None, HEADER).unwrap_err(),
+            token(&h, None, HEADER).unwrap_err(),
             AuthFailure::MissingToken
         );
     }
@@ -169,7 +193,7 @@ mod tests {
     fn duplicates_query_tokens_and_junk_are_invalid_requests() {
         let two = headers(&[("authorization", "Bearer a"), ("authorization", "Bearer b")]);
         assert_eq!(
-            extract(&two, None, HEADER).unwrap_err().reason(),
+            token(&two, None, HEADER).unwrap_err().reason(),
             "invalid_request"
         );
         let none = HeaderMap::new();
@@ -179,7 +203,7 @@ mod tests {
             "access%5Ftoken=abc",
         ] {
             assert_eq!(
-                extract(&none, Some(q), HEADER).unwrap_err().reason(),
+                token(&none, Some(q), HEADER).unwrap_err().reason(),
                 "invalid_request",
                 "{q}"
             );
@@ -187,24 +211,24 @@ mod tests {
         for v in ["Bearer", "Bearer a b", "Bearer a,b"] {
             let h = headers(&[("authorization", v)]);
             assert_eq!(
-                extract(&h, None, HEADER).unwrap_err().reason(),
+                token(&h, None, HEADER).unwrap_err().reason(),
                 "invalid_request",
                 "{v}"
             );
         }
         let big = format!("Bearer {}", "a".repeat(MAX_TOKEN_BYTES + 1));
         let h = headers(&[("authorization", &big)]);
-        assert_eq!(extract(&h, None, HEADER).unwrap_err().reason(), "malformed");
+        assert_eq!(token(&h, None, HEADER).unwrap_err().reason(), "malformed");
     }
 
     #[test]
     fn cookies_are_read_only_when_configured() {
         let h = headers(&[("cookie", "a=1; session=tok.en.x")]);
         assert_eq!(
-            extract(&h, None, HEADER).unwrap_err(),
+            token(&h, None, HEADER).unwrap_err(),
             AuthFailure::MissingToken
         );
         let cookie = [TokenSource::Cookie("session".into())];
-        assert_eq!(extract(&h, None, &cookie).unwrap().0, "tok.en.x");
+        assert_eq!(token(&h, None, &cookie).unwrap(), "tok.en.x");
     }
 }

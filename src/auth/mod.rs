@@ -43,6 +43,16 @@ pub struct Outcome {
     pub result: Result<Arc<Verified>, AuthFailure>,
 }
 
+impl Outcome {
+    /// No usable token: nothing to fingerprint.
+    fn refused(failure: AuthFailure) -> Self {
+        Self {
+            digest: None,
+            result: Err(failure),
+        }
+    }
+}
+
 /// Authenticates requests for one config snapshot.
 pub struct Authenticator {
     /// Per route (by position): the key caches of its issuers.
@@ -53,7 +63,7 @@ pub struct Authenticator {
     /// one keyed hash, with no SHA-256 on the hot path. foldhash rather than
     /// SipHash: a token is some 600 bytes, and only tokens whose signature
     /// verified are ever inserted, so a client cannot choose colliding keys.
-    verified: moka::sync::Cache<Box<str>, Arc<Verified>, foldhash::quality::RandomState>,
+    verified: moka::sync::Cache<Box<[u8]>, Arc<Verified>, foldhash::quality::RandomState>,
     revocations: Arc<Revocations>,
     cache_hits: Counter,
     cache_misses: Counter,
@@ -77,14 +87,19 @@ impl std::fmt::Debug for Authenticator {
 }
 
 #[allow(clippy::borrowed_box)] // moka's weigher signature
-fn weigh(token: &Box<str>, _: &Arc<Verified>) -> u32 {
+fn weigh(token: &Box<[u8]>, _: &Arc<Verified>) -> u32 {
     u32::try_from(token.len() + VERIFIED_ENTRY_OVERHEAD).unwrap_or(u32::MAX)
 }
 
 struct UntilExp;
 
-impl moka::Expiry<Box<str>, Arc<Verified>> for UntilExp {
-    fn expire_after_create(&self, _: &Box<str>, v: &Arc<Verified>, _: Instant) -> Option<Duration> {
+impl moka::Expiry<Box<[u8]>, Arc<Verified>> for UntilExp {
+    fn expire_after_create(
+        &self,
+        _: &Box<[u8]>,
+        v: &Arc<Verified>,
+        _: Instant,
+    ) -> Option<Duration> {
         Some(Duration::from_secs_f64(
             (v.exp - verify::now()).clamp(0.0, 86_400.0 * 366.0),
         ))
@@ -162,27 +177,38 @@ impl Authenticator {
         query: Option<&str>,
         params: &Params<'_>,
     ) -> Outcome {
-        let token = match extract::extract(headers, query, &policy.token_from) {
-            Ok(t) => t,
-            Err(failure) => {
-                return Outcome {
-                    digest: None,
-                    result: Err(failure),
-                };
-            }
+        let found = match extract::extract(headers, query, &policy.token_from) {
+            Ok(found) => found,
+            Err(failure) => return Outcome::refused(failure),
         };
         let issuers = &self.route_issuers[route];
-        let (digest, result) = match &self.route_introspection[route] {
-            Some(i) if i.only || !token::looks_like_jws(token) => {
+        let introspected = self.route_introspection[route]
+            .as_ref()
+            .filter(|i| i.only || !token::looks_like_jws(found.bytes()));
+        // The cache first: a hit is a token that passed every check below.
+        let hit = match introspected {
+            Some(_) => None,
+            None => self.cached(found.bytes(), issuers),
+        };
+        let (digest, result) = match hit {
+            Some(v) => (v.digest, Ok(v)),
+            None => {
+                let token = match found.check() {
+                    Ok(token) => token,
+                    Err(failure) => return Outcome::refused(failure),
+                };
                 let digest = token.digest();
-                (digest, i.introspector.introspect(token, digest).await)
+                let result = match introspected {
+                    Some(i) => i.introspector.introspect(token, digest).await,
+                    None => self.verify(token, digest, issuers).await,
+                };
+                (digest, result)
             }
-            _ => self.verify(token, issuers).await,
         };
         let result = result.and_then(|v| {
             self.revocations
                 .check(&v.issuer, &v.claims)
-                .inspect_err(|_| self.verified.invalidate(token.0))?;
+                .inspect_err(|_| self.verified.invalidate(found.bytes()))?;
             let issuer = issuers
                 .iter()
                 .find(|k| *k.issuer().name == *v.issuer)
@@ -196,34 +222,21 @@ impl Authenticator {
         }
     }
 
-    /// A JWT's digest and claims, from the verified-token cache (whose
-    /// entries carry the digest) or by verifying it.
+    /// Verifies a JWT that is not in the cache, and caches it if valid.
     async fn verify(
         &self,
         token: token::BearerToken<'_>,
+        digest: [u8; 32],
         issuers: &[Arc<KeyCache>],
-    ) -> ([u8; 32], Result<Arc<Verified>, AuthFailure>) {
-        if let Some(v) = self.cached(token, issuers) {
-            return (v.digest, Ok(v));
-        }
-        let digest = token.digest();
-        match verify::verify(token, digest, issuers, verify::now()).await {
-            Ok(v) => {
-                let v = Arc::new(v);
-                self.verified.insert(token.0.into(), v.clone());
-                (digest, Ok(v))
-            }
-            Err(f) => (digest, Err(f)),
-        }
+    ) -> Result<Arc<Verified>, AuthFailure> {
+        let v = Arc::new(verify::verify(token, digest, issuers, verify::now()).await?);
+        self.verified.insert(token.0.as_bytes().into(), v.clone());
+        Ok(v)
     }
 
     /// A still-valid cache entry whose issuer this route accepts and whose key is still published.
-    fn cached(
-        &self,
-        token: token::BearerToken<'_>,
-        issuers: &[Arc<KeyCache>],
-    ) -> Option<Arc<Verified>> {
-        let hit = self.verified.get(token.0).filter(|v| {
+    fn cached(&self, token: &[u8], issuers: &[Arc<KeyCache>]) -> Option<Arc<Verified>> {
+        let hit = self.verified.get(token).filter(|v| {
             v.exp > verify::now()
                 && issuers.iter().any(|k| {
                     *k.issuer().name == *v.issuer && k.still_has(v.kid.as_deref(), &v.key_id)

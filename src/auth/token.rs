@@ -39,8 +39,8 @@ impl fmt::Debug for BearerToken<'_> {
 
 /// True for the JWS compact shape (three dot-separated segments); anything
 /// else is an opaque token, for introspection when the route allows it.
-pub fn looks_like_jws(token: BearerToken<'_>) -> bool {
-    token.0.bytes().filter(|b| *b == b'.').count() == 2
+pub fn looks_like_jws(token: &[u8]) -> bool {
+    token.iter().filter(|b| **b == b'.').count() == 2
 }
 
 /// `token_fp`: the first 12 hex digits of the token's SHA-256.
