@@ -92,15 +92,14 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 }
 
+/// The main runtime: the admin listener, key fetches, revocation sync,
+/// signals and reloads. The proxy itself runs on worker threads of its own
+/// (`server::workers`), so one thread is plenty here.
 fn runtime() -> tokio::runtime::Runtime {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = std::env::var("AUTHGATE_WORKER_THREADS")
-        .ok()
-        .and_then(|n| n.parse().ok())
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
     {
-        builder.worker_threads(n);
-    }
-    match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("authgate: cannot start the async runtime: {e}");
@@ -260,6 +259,9 @@ pub async fn reload(gateway: &Arc<Gateway>, path: &Path) {
                 || old.config.admin.listen != loaded.config.admin.listen
             {
                 tracing::warn!("listen addresses change only on restart");
+            }
+            if old.config.server.workers != loaded.config.server.workers {
+                tracing::warn!("server.workers changes only on restart");
             }
             gateway.reload(loaded.config).map_err(|p| vec![p])
         }

@@ -80,7 +80,11 @@ impl Runtime {
             _ => Arc::new(Revocations::new(&config.revocation)?),
         };
         let routes = std::mem::take(&mut config.routes);
-        let forwarder = Forwarder::new(&routes, previous.map(|p| &p.forwarder))?;
+        let forwarder = Forwarder::new(
+            &routes,
+            previous.map(|p| &p.forwarder),
+            config.server.workers,
+        )?;
         let auth = Authenticator::new(&routes, &keys, &introspectors, revocations.clone(), metrics);
         Ok(Self {
             config,

@@ -17,6 +17,8 @@ pub struct ServerFile {
     pub idle_timeout: Option<String>,
     pub max_header_bytes: Option<u64>,
     pub max_connections: Option<u64>,
+    /// Extension: worker threads serving the proxy port.
+    pub workers: Option<u64>,
     /// Extension: how long SIGTERM waits for in-flight requests.
     pub drain_timeout: Option<String>,
 }

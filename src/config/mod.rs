@@ -144,6 +144,9 @@ pub struct ServerConfig {
     pub max_header_bytes: usize,
     /// Connections served at once; further ones wait in the accept backlog.
     pub max_connections: usize,
+    /// Worker threads serving the proxy port (`server::workers`); read at
+    /// start only.
+    pub workers: usize,
     /// Bound on the SIGTERM drain.
     pub drain_timeout: Duration,
 }

@@ -29,6 +29,8 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:8443";
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
 /// Default `server.drain_timeout`.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most `server.workers` accepted.
+const MAX_WORKERS: u64 = 1024;
 
 /// Default identity headers (CONTRACT §2 `forward.headers`).
 pub const DEFAULT_IDENTITY_HEADERS: [(&str, &str); 3] = [
@@ -195,6 +197,18 @@ impl Validator<'_> {
         if max_connections == 0 {
             self.problem("server.max_connections", "must not be 0", "at least 1");
         }
+        let workers = match f.workers {
+            None => crate::server::workers::default_count(),
+            Some(n @ 1..=MAX_WORKERS) => n as usize,
+            Some(n) => {
+                self.problem(
+                    "server.workers",
+                    format!("{n} is out of range"),
+                    "between 1 and 1024, or left out for one per core",
+                );
+                1
+            }
+        };
         let server = ServerConfig {
             listen: self.addr("server.listen", f.listen.as_deref(), DEFAULT_LISTEN),
             tls,
@@ -210,6 +224,7 @@ impl Validator<'_> {
             ),
             max_header_bytes: max_header_bytes as usize,
             max_connections: max_connections as usize,
+            workers,
             drain_timeout: self.duration(
                 "server.drain_timeout",
                 f.drain_timeout.as_deref(),

@@ -82,10 +82,12 @@ impl Forwarder {
     /// and reload). A plain-HTTP destination of `previous` that is still
     /// used is kept, idle connections and all, so a reload does not make
     /// every upstream connection anew; https destinations are rebuilt, since
-    /// picking up a changed CA file is one reason to reload.
+    /// picking up a changed CA file is one reason to reload. Each
+    /// destination keeps one pool per worker of the `workers`.
     pub fn new(
         routes: &[RouteConfig],
         previous: Option<&Forwarder>,
+        workers: usize,
     ) -> Result<Self, ConfigProblem> {
         let mut destinations: Vec<(Key, Arc<Destination>)> = Vec::new();
         let mut connectors = Connectors::default();
@@ -108,7 +110,7 @@ impl Forwarder {
                 .map(|(_, d)| d.clone());
             let destination = match kept {
                 Some(d) => d,
-                None => Arc::new(destination(route, i, &mut connectors)?),
+                None => Arc::new(destination(route, i, &mut connectors, workers)?),
             };
             destinations.push((key, destination));
             by_route.push(destinations.len() - 1);
@@ -235,6 +237,7 @@ fn destination(
     route: &RouteConfig,
     i: usize,
     connectors: &mut Connectors,
+    workers: usize,
 ) -> Result<Destination, ConfigProblem> {
     let f = &route.forward;
     let tls = if !route.upstream.https {
@@ -247,7 +250,8 @@ fn destination(
         connectors.push((f.ca_file.clone(), c.clone()));
         Some(c)
     };
-    Destination::new(route.upstream.authority.clone(), tls, f.connect_timeout).map_err(|e| {
+    let authority = route.upstream.authority.clone();
+    Destination::new(authority, tls, f.connect_timeout, workers).map_err(|e| {
         ConfigProblem::new(
             &format!("routes[{i}].upstream"),
             e,

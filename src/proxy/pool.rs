@@ -1,5 +1,6 @@
 //! Upstream connections: one stack of idle HTTP/1.1 connections per
-//! destination, shared by every client connection.
+//! destination and worker thread, shared by that worker's client
+//! connections.
 //!
 //! Written for the hot path rather than taken from hyper-util's pooled
 //! client, which hashed the destination's scheme and authority twice per
@@ -35,6 +36,7 @@ use tokio_rustls::TlsConnector;
 
 use super::body::RequestBody;
 use super::forward::ForwardError;
+use crate::server::workers;
 
 /// Idle connections kept per destination; beyond this the oldest close.
 const MAX_IDLE: usize = 256;
@@ -72,7 +74,10 @@ pub struct Destination {
     /// The TLS connector and the name the certificate must carry (https).
     tls: Option<(TlsConnector, ServerName<'static>)>,
     connect_timeout: Duration,
-    state: Mutex<State>,
+    /// One per worker thread (`server::workers`): a connection is only ever
+    /// used on the worker whose runtime drives it, so no request wakes a
+    /// task on another thread.
+    shards: Box<[Mutex<State>]>,
 }
 
 /// Idle connections (most recent at the back) and the requests waiting for
@@ -121,21 +126,24 @@ impl std::fmt::Debug for Destination {
 pub struct Lease {
     sender: SendRequest<RequestBody>,
     home: Arc<Destination>,
+    shard: usize,
 }
 
 impl Lease {
     /// Puts the connection back for the next request.
     pub fn release(self) {
-        self.home.put(self.sender);
+        self.home.put(self.shard, self.sender);
     }
 }
 
 impl Destination {
-    /// A destination at `authority`, over TLS when `tls` is given.
+    /// A destination at `authority`, over TLS when `tls` is given, with an
+    /// idle stack for each of `workers` worker threads.
     pub fn new(
         authority: Authority,
         tls: Option<TlsConnector>,
         connect_timeout: Duration,
+        workers: usize,
     ) -> Result<Self, String> {
         let https = tls.is_some();
         let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
@@ -156,7 +164,7 @@ impl Destination {
             port,
             tls,
             connect_timeout,
-            state: Mutex::default(),
+            shards: (0..workers.max(1)).map(|_| Mutex::default()).collect(),
         })
     }
 
@@ -173,10 +181,11 @@ impl Destination {
         req: Request<Incoming>,
     ) -> Result<(Response<Incoming>, Lease), ForwardError> {
         let mut req = req.map(RequestBody::new);
+        let shard = workers::index() % self.shards.len();
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let (mut sender, idle_for) = match self.take_or_wait() {
+            let (mut sender, idle_for) = match self.take_or_wait(shard) {
                 Ok(taken) => taken,
                 Err(waiting) => (waiting.await.map_err(|_| abandoned())??, Duration::ZERO),
             };
@@ -194,6 +203,7 @@ impl Destination {
                     let lease = Lease {
                         sender,
                         home: self.clone(),
+                        shard,
                     };
                     return Ok((response, lease));
                 }
@@ -216,8 +226,9 @@ impl Destination {
     /// connection attempt started for it.
     fn take_or_wait(
         self: &Arc<Self>,
+        shard: usize,
     ) -> Result<(SendRequest<RequestBody>, Duration), oneshot::Receiver<Delivered>> {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.lock(shard);
         while let Some(conn) = state.idle.pop_back() {
             let idle_for = conn.since.elapsed();
             if !conn.sender.is_closed() && idle_for < IDLE_TIMEOUT {
@@ -230,21 +241,21 @@ impl Destination {
         let me = self.clone();
         tokio::spawn(async move {
             match me.connect().await {
-                Ok(sender) => me.put(sender),
+                Ok(sender) => me.put(shard, sender),
                 // Each failed attempt fails one waiting request, promptly.
-                Err(e) => me.fail_one(e),
+                Err(e) => me.fail_one(shard, e),
             }
         });
         Err(rx)
     }
 
     /// Hands a free connection to the oldest waiting request, or keeps it.
-    fn put(&self, sender: SendRequest<RequestBody>) {
+    fn put(&self, shard: usize, sender: SendRequest<RequestBody>) {
         if sender.is_closed() {
             return;
         }
         let now = Instant::now();
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.lock(shard);
         let Some(Ok(sender)) = state.hand_over(Ok(sender)) else {
             return;
         };
@@ -261,9 +272,14 @@ impl Destination {
     }
 
     /// Fails the oldest waiting request with why a connect failed.
-    fn fail_one(&self, error: ForwardError) {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.hand_over(Err(error));
+    fn fail_one(&self, shard: usize, error: ForwardError) {
+        self.lock(shard).hand_over(Err(error));
+    }
+
+    /// One worker's idle connections and waiting requests. Uncontended:
+    /// only that worker's thread takes it.
+    fn lock(&self, shard: usize) -> std::sync::MutexGuard<'_, State> {
+        self.shards[shard].lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A new connection, driven by its own task. `connect_timeout` bounds

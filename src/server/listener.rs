@@ -18,10 +18,10 @@ use hyper::server::conn::http2;
 use hyper::service::{Service, service_fn};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Semaphore, oneshot, watch};
 
 use super::activity::{Activity, Busy, Tracked};
-use super::http1;
+use super::{http1, workers};
 use crate::gateway::Gateway;
 use crate::proxy::forward::UpgradeSlot;
 use crate::proxy::{Body, headers::ClientInfo};
@@ -30,12 +30,74 @@ use crate::proxy::{Body, headers::ClientInfo};
 /// knowledge) sends first.
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// Runs the accept loop until `stop` turns true, then waits (at most the
-/// configured drain time) for in-flight connections to finish.
+/// Runs the proxy on `server.workers` worker threads, each accepting from
+/// `listener`, until `stop` turns true; then waits (at most the configured
+/// drain time) for in-flight connections to finish, and ends the workers.
 pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
     let server = gateway.runtime().config.server.clone();
     let max = server.max_connections.min(Semaphore::MAX_PERMITS) as u32;
     let slots = Arc::new(Semaphore::new(max as usize));
+    let listener = match listener.into_std() {
+        Ok(l) => l,
+        Err(e) => return tracing::error!(error = %e, "cannot hand the listener to the workers"),
+    };
+    // Dropping `finish` lets the workers end; `ended` reports that they have.
+    let (mut finish, mut ended) = (Vec::new(), Vec::new());
+    for index in 0..server.workers {
+        let socket = match listener.try_clone() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(worker = index, error = %e, "cannot share the listener");
+                break;
+            }
+        };
+        let (finish_tx, finish_rx) = oneshot::channel::<()>();
+        let (done_tx, done_rx) = oneshot::channel();
+        let (gateway, slots, stop) = (gateway.clone(), slots.clone(), stop.clone());
+        let work = move || async move {
+            match TcpListener::from_std(socket) {
+                Ok(socket) => accept(gateway, socket, slots, stop).await,
+                Err(e) => tracing::error!(worker = index, error = %e, "cannot listen"),
+            }
+            let _ = finish_rx.await;
+        };
+        match workers::spawn(index, work, done_tx) {
+            Ok(()) => {
+                finish.push(finish_tx);
+                ended.push(done_rx);
+            }
+            Err(e) => tracing::error!(worker = index, error = %e, "cannot start a worker"),
+        }
+    }
+    drop(listener);
+    stopped(&mut stop).await;
+    let drain = gateway.runtime().config.server.drain_timeout;
+    tracing::info!(
+        drain_s = drain.as_secs_f64(),
+        "stopped accepting; draining connections"
+    );
+    match tokio::time::timeout(drain, slots.acquire_many(max)).await {
+        Ok(_) => tracing::info!("all connections drained"),
+        Err(_) => tracing::warn!(
+            open = max as usize - slots.available_permits(),
+            "drain time over; closing remaining connections"
+        ),
+    }
+    drop(finish);
+    for done in ended {
+        let _ = done.await;
+    }
+}
+
+/// One worker's accept loop, under the shared `max_connections` limit;
+/// each connection is served on this worker. Ends (closing this worker's
+/// handle on the listening socket) when `stop` turns true.
+async fn accept(
+    gateway: Arc<Gateway>,
+    listener: TcpListener,
+    slots: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         let permit = tokio::select! {
             p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
@@ -59,19 +121,6 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener, mut stop: watch
             connection(gateway, tcp, peer.ip(), stop).await;
             drop(permit);
         });
-    }
-    drop(listener);
-    let drain = gateway.runtime().config.server.drain_timeout;
-    tracing::info!(
-        drain_s = drain.as_secs_f64(),
-        "stopped accepting; draining connections"
-    );
-    match tokio::time::timeout(drain, slots.acquire_many(max)).await {
-        Ok(_) => tracing::info!("all connections drained"),
-        Err(_) => tracing::warn!(
-            open = max as usize - slots.available_permits(),
-            "drain time over; closing remaining connections"
-        ),
     }
 }
 

@@ -6,6 +6,7 @@ mod activity;
 mod http1;
 pub mod listener;
 pub mod shutdown;
+pub mod workers;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -50,13 +50,25 @@ fn unknown_keys_are_named_with_their_path() {
     assert_eq!(
         problems("server:\n  listn: \"0.0.0.0:1\"\n"),
         [
-            "server.listn: unknown key (one of listen, tls, header_read_timeout, idle_timeout, max_header_bytes, max_connections, drain_timeout)"
+            "server.listn: unknown key (one of listen, tls, header_read_timeout, idle_timeout, max_header_bytes, max_connections, workers, drain_timeout)"
         ]
     );
     assert_eq!(
         problems("serverr: {}\n"),
         ["serverr: unknown key (one of server, admin, issuers, revocation, routes)"]
     );
+}
+
+#[test]
+fn worker_counts_out_of_range_are_refused() {
+    for n in ["0", "1025"] {
+        assert_eq!(
+            problems(&format!("server:\n  workers: {n}\n")),
+            [format!(
+                "server.workers: {n} is out of range (between 1 and 1024, or left out for one per core)"
+            )]
+        );
+    }
 }
 
 #[test]

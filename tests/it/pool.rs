@@ -113,9 +113,14 @@ async fn serve(mut tcp: TcpStream) {
     }
 }
 
+/// One worker, so that every client connection shares one pool and the
+/// upstream's connection counts are exact.
+const ONE_WORKER: &str = r#"server: { listen: "127.0.0.1:0", workers: 1 }"#;
+
 async fn gateway(up: &Scripted) -> TestGateway {
     TestGateway::start(&format!(
         r#"
+{ONE_WORKER}
 routes:
   - name: all
     match: {{ path_prefix: / }}
@@ -159,6 +164,29 @@ async fn sequential_requests_from_many_clients_share_one_upstream_connection() {
         small(&gw).await;
     }
     assert_eq!(up.connections(), 1);
+}
+
+#[tokio::test]
+async fn each_worker_keeps_its_own_upstream_connections() {
+    let up = Scripted::spawn().await;
+    let gw = TestGateway::start(&format!(
+        r#"
+server: {{ listen: "127.0.0.1:0", workers: 2 }}
+routes:
+  - name: all
+    match: {{ path_prefix: / }}
+    upstream: "http://{}"
+    auth: public
+"#,
+        up.addr
+    ))
+    .await;
+    for _ in 0..20 {
+        small(&gw).await;
+    }
+    // Whichever worker accepted a client connection served it with that
+    // worker's pool: never more upstream connections than workers.
+    assert!((1..=2).contains(&up.connections()), "{}", up.connections());
 }
 
 #[tokio::test]
@@ -282,6 +310,7 @@ async fn a_tls_handshake_that_never_answers_is_504_after_connect_timeout() {
     });
     let gw = TestGateway::start(&format!(
         r#"
+{ONE_WORKER}
 routes:
   - name: all
     match: {{ path_prefix: / }}
@@ -332,7 +361,7 @@ async fn a_reload_keeps_the_idle_connections_of_unchanged_upstreams() {
     // A new route in front, to another upstream; the old route unchanged.
     let yaml = format!(
         r#"
-server: {{ listen: "127.0.0.1:0" }}
+{ONE_WORKER}
 admin: {{ listen: "127.0.0.1:0" }}
 routes:
   - name: new

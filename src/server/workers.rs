@@ -1,0 +1,70 @@
+//! The proxy's worker threads, nginx's worker processes in one process.
+//!
+//! Each worker is a thread running a single-threaded tokio runtime. It
+//! accepts from the shared listening socket and serves each connection it
+//! accepted from start to end on that thread, the upstream connections too:
+//! the pool keeps one idle stack per worker (`proxy::pool`). Nothing on the
+//! hot path crosses threads, so no request pays for a cross-thread wake-up,
+//! a work-stealing scheduler or a task migrating between cores.
+//!
+//! Measured against tokio's multi-threaded runtime (same build, same load,
+//! interleaved, `bench/run.sh`): see the README's performance section. The
+//! cost is that one busy connection cannot borrow an idle core; a worker
+//! only accepts while it is free to, so new connections go to the free one.
+
+use std::cell::Cell;
+use std::sync::OnceLock;
+
+thread_local! {
+    static INDEX: Cell<usize> = const { Cell::new(0) };
+}
+
+/// How many workers the proxy runs when `server.workers` is not set:
+/// `AUTHGATE_WORKER_THREADS`, or one per core.
+pub fn default_count() -> usize {
+    static COUNT: OnceLock<usize> = OnceLock::new();
+    *COUNT.get_or_init(|| {
+        std::env::var("AUTHGATE_WORKER_THREADS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .filter(|n| *n > 0)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    })
+}
+
+/// This thread's worker number, below `server.workers`; 0 on any other thread
+/// (the admin listener, background tasks, tests' own runtimes).
+pub fn index() -> usize {
+    INDEX.with(Cell::get)
+}
+
+/// Starts worker `index`: a thread named `authgate-worker-N` running `work`
+/// to completion on a runtime of its own, then dropping that runtime, which
+/// closes whatever connections it still holds. `done` fires after that.
+pub fn spawn<F, Fut>(
+    index: usize,
+    work: F,
+    done: tokio::sync::oneshot::Sender<()>,
+) -> std::io::Result<()>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = ()>,
+{
+    std::thread::Builder::new()
+        .name(format!("authgate-worker-{index}"))
+        .spawn(move || {
+            INDEX.with(|i| i.set(index));
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => {
+                    runtime.block_on(work());
+                    drop(runtime);
+                }
+                Err(e) => tracing::error!(worker = index, error = %e, "cannot start a worker"),
+            }
+            let _ = done.send(());
+        })
+        .map(drop)
+}
