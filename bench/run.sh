@@ -14,12 +14,18 @@
 #
 # For each run it prints requests/s, p50/p99 latency and the proxy's own CPU
 # time per request (utime+stime from /proc over the run / requests served),
-# then ratios against nginx and against direct. Finally it opens 10,000 idle
-# keep-alive connections to authgate and reports its RSS.
+# then ratios against nginx and against direct. wrk sends as fast as it is
+# answered, so those runs saturate the machine, and their latency is mostly
+# queueing. So then, for each rate in RATES, oha sends that many requests a
+# second in all (open loop: each request timed from when it was due) to
+# direct, nginx and authgate, plain and TLS, and the table shows the p99
+# each proxy adds at a load the machine carries. Finally it opens 10,000
+# idle keep-alive connections to authgate and reports its RSS.
 #
-#   bash bench/run.sh                 # 2 rounds of 5 s per run (about 3 min)
+#   bash bench/run.sh                 # 2 rounds of 5 s per run (about 6 min)
 #   ROUNDS=3 SECONDS_PER_RUN=10 CONNECTIONS=64 bash bench/run.sh
 #   SCENARIOS=reused TARGETS="nginx authgate" IDLE_CONNECTIONS=0 bash bench/run.sh
+#   RATES="1000 4000" RATE_SECONDS=20 bash bench/run.sh   # RATES= skips them
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,9 +37,18 @@ IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-10000}
 DISTINCT_TOKENS=${DISTINCT_TOKENS:-40000}
 SCENARIOS=${SCENARIOS:-reused distinct forged}
 TARGETS=${TARGETS:-direct nginx authgate nginx-tls authgate-tls}
+RATES=${RATES-2000 8000}
+RATE_SECONDS=${RATE_SECONDS:-10}
 
 source bench/common.sh authgate-bench
 
+# oha (crates.io) sends at a fixed rate, which wrk cannot; built once (a
+# few minutes) into ~/.cargo/bin when missing. RATES= skips that part.
+OHA=$(command -v oha || echo "$HOME/.cargo/bin/oha")
+if [ -n "$RATES" ] && [ ! -x "$OHA" ]; then
+    echo "== installing oha (load generator with a fixed rate; once, a few minutes)"
+    cargo install oha --locked --quiet
+fi
 echo "== building (release)"
 cargo build --release --quiet --bin authgate --example bench_tokens
 echo "== minting $DISTINCT_TOKENS distinct RS256 tokens"
@@ -190,6 +205,58 @@ for (s, t), (rps, p50, p99, cpu, bad, verified) in sorted(rows.items(), key=lamb
     vs_nginx = f"{rps / nginx[0]:.2f}x" if nginx and nginx[0] and t.startswith("authgate") else "-"
     print(f"{s:9} {t:13} {rps:9.0f} {vs_direct:>9} {vs_nginx:>8} {p50:7.2f} {p99:7.2f} {(f'{cpu:.1f}' if cpu else '-'):>8} {ratio:>12} {added:>11} {bad:8d} {verified}")
 EOF
+
+if [ -n "$RATES" ]; then
+    echo
+    echo "== latency at a fixed rate (open loop, oha): $CONNECTIONS connections, ${RATE_SECONDS}s per run, reused token"
+    echo "   (each request timed from when it was due, so a stall is not hidden; medians over $ROUNDS rounds, ms)"
+    : >"$WORK/rates.tsv"
+    for round in $(seq "$ROUNDS"); do
+        for rate in $RATES; do
+            for target in direct nginx authgate nginx-tls authgate-tls; do
+                case $target in
+                direct) url="http://127.0.0.1:$UPSTREAM/bench" ;;
+                nginx) url="http://127.0.0.1:$NGINX_PLAIN/bench" ;;
+                authgate) url="http://127.0.0.1:$GATE_PLAIN/bench" ;;
+                nginx-tls) url="https://127.0.0.1:$NGINX_TLS/bench" ;;
+                authgate-tls) url="https://127.0.0.1:$GATE_TLS/bench" ;;
+                esac
+                "$OHA" --no-tui --insecure --output-format json -c "$CONNECTIONS" -q "$rate" \
+                    --latency-correction -z "${RATE_SECONDS}s" \
+                    -H "Authorization: Bearer $(head -1 "$WORK/reused.txt")" "$url" >"$WORK/oha.json"
+                python3 - "$WORK/oha.json" "$rate" "$target" >>"$WORK/rates.tsv" <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[1]))
+p = r["latencyPercentiles"]
+codes = r.get("statusCodeDistribution", {})
+# Requests still in flight when the run's time is up are not failures.
+errors = {e: n for e, n in r.get("errorDistribution", {}).items() if "deadline" not in e}
+for e, n in errors.items():
+    print(f"{sys.argv[3]}: {n} x {e}", file=sys.stderr)
+bad = sum(n for c, n in codes.items() if c != "200") + sum(errors.values())
+print(sys.argv[2], sys.argv[3], r["summary"]["requestsPerSec"], p["p50"] * 1e3, p["p99"] * 1e3, p["p99.9"] * 1e3, bad, sep="\t")
+EOF
+            done
+        done
+    done
+    python3 - "$WORK/rates.tsv" <<'EOF'
+import sys, statistics, collections
+runs = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    rate, target, rps, p50, p99, p999, bad = line.split("\t")
+    runs[(int(rate), target)].append((float(rps), float(p50), float(p99), float(p999), int(bad)))
+order = ["direct", "nginx", "authgate", "nginx-tls", "authgate-tls"]
+print(f"{'rate':>6} {'target':13} {'req/s':>8} {'p50':>7} {'p99':>7} {'p99.9':>7} {'p99 +direct':>11} {'p99 +nginx':>10} {'errors':>6}")
+for rate, target in sorted(runs, key=lambda k: (k[0], order.index(k[1]))):
+    v = runs[(rate, target)]
+    med = [statistics.median(x[i] for x in v) for i in range(4)]
+    p99 = lambda t: statistics.median(x[2] for x in runs[(rate, t)]) if (rate, t) in runs else None
+    d99, n99 = p99("direct"), p99("nginx-tls" if target.endswith("tls") else "nginx")
+    added = f"{med[2] - d99:+.2f}" if d99 is not None and target != "direct" else "-"
+    vs_nginx = f"{med[2] - n99:+.2f}" if n99 is not None and target.startswith("authgate") else "-"
+    print(f"{rate:6d} {target:13} {med[0]:8.0f} {med[1]:7.2f} {med[2]:7.2f} {med[3]:7.2f} {added:>11} {vs_nginx:>10} {sum(x[4] for x in v):6d}")
+EOF
+fi
 
 echo
 [ "$IDLE_CONNECTIONS" -gt 0 ] || exit 0
