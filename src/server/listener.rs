@@ -7,6 +7,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -18,7 +19,7 @@ use hyper::server::conn::http2;
 use hyper::service::{Service, service_fn};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 
 use super::activity::{Activity, Busy, Tracked};
 use super::{http1, workers};
@@ -30,74 +31,38 @@ use crate::proxy::{Body, headers::ClientInfo};
 /// knowledge) sends first.
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// Runs the proxy on `server.workers` worker threads, each accepting from
-/// `listener`, until `stop` turns true; then waits (at most the configured
-/// drain time) for in-flight connections to finish, and ends the workers.
+/// Accepts on `listener` until `stop` turns true, handing each connection
+/// to the worker thread serving the fewest (Envoy's exact balance); then
+/// waits (at most the configured drain time) for in-flight connections to
+/// finish, and ends the workers. Accepting in one place costs a hand-off
+/// per connection, not per request, and keeps the workers evenly loaded:
+/// left to race each other for the listening socket, they split a client's
+/// connections unevenly, and the busier one's p99 showed it.
 pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
     let server = gateway.runtime().config.server.clone();
     let max = server.max_connections.min(Semaphore::MAX_PERMITS) as u32;
     let slots = Arc::new(Semaphore::new(max as usize));
-    let listener = match listener.into_std() {
-        Ok(l) => l,
-        Err(e) => return tracing::error!(error = %e, "cannot hand the listener to the workers"),
-    };
-    // Dropping `finish` lets the workers end; `ended` reports that they have.
-    let (mut finish, mut ended) = (Vec::new(), Vec::new());
+    let mut workers = Vec::new();
+    let mut ended = Vec::new();
     for index in 0..server.workers {
-        let socket = match listener.try_clone() {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(worker = index, error = %e, "cannot share the listener");
-                break;
-            }
-        };
-        let (finish_tx, finish_rx) = oneshot::channel::<()>();
+        let (hand, accepted) = mpsc::unbounded_channel();
         let (done_tx, done_rx) = oneshot::channel();
-        let (gateway, slots, stop) = (gateway.clone(), slots.clone(), stop.clone());
-        let work = move || async move {
-            match TcpListener::from_std(socket) {
-                Ok(socket) => accept(gateway, socket, slots, stop).await,
-                Err(e) => tracing::error!(worker = index, error = %e, "cannot listen"),
-            }
-            let _ = finish_rx.await;
-        };
+        let (gateway, stop) = (gateway.clone(), stop.clone());
+        let work = move || serve_handed(gateway, accepted, stop);
         match workers::spawn(index, work, done_tx) {
             Ok(()) => {
-                finish.push(finish_tx);
+                workers.push(Worker {
+                    hand,
+                    load: Arc::default(),
+                });
                 ended.push(done_rx);
             }
             Err(e) => tracing::error!(worker = index, error = %e, "cannot start a worker"),
         }
     }
-    drop(listener);
-    stopped(&mut stop).await;
-    let drain = gateway.runtime().config.server.drain_timeout;
-    tracing::info!(
-        drain_s = drain.as_secs_f64(),
-        "stopped accepting; draining connections"
-    );
-    match tokio::time::timeout(drain, slots.acquire_many(max)).await {
-        Ok(_) => tracing::info!("all connections drained"),
-        Err(_) => tracing::warn!(
-            open = max as usize - slots.available_permits(),
-            "drain time over; closing remaining connections"
-        ),
+    if workers.is_empty() {
+        return tracing::error!("no worker could start; not serving");
     }
-    drop(finish);
-    for done in ended {
-        let _ = done.await;
-    }
-}
-
-/// One worker's accept loop, under the shared `max_connections` limit;
-/// each connection is served on this worker. Ends (closing this worker's
-/// handle on the listening socket) when `stop` turns true.
-async fn accept(
-    gateway: Arc<Gateway>,
-    listener: TcpListener,
-    slots: Arc<Semaphore>,
-    mut stop: watch::Receiver<bool>,
-) {
     loop {
         let permit = tokio::select! {
             p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
@@ -115,11 +80,74 @@ async fn accept(
             },
             _ = stopped(&mut stop) => break,
         };
-        let gateway = gateway.clone();
-        let stop = stop.clone();
+        let Ok(tcp) = tcp.into_std() else { continue };
+        let worker = workers
+            .iter()
+            .min_by_key(|w| w.load.load(Ordering::Relaxed));
+        if let Some(w) = worker {
+            w.load.fetch_add(1, Ordering::Relaxed);
+            let load = w.load.clone();
+            let _ = w.hand.send(Handed {
+                tcp,
+                ip: peer.ip(),
+                permit,
+                load,
+            });
+        }
+    }
+    drop(listener);
+    let drain = gateway.runtime().config.server.drain_timeout;
+    tracing::info!(
+        drain_s = drain.as_secs_f64(),
+        "stopped accepting; draining connections"
+    );
+    match tokio::time::timeout(drain, slots.acquire_many(max)).await {
+        Ok(_) => tracing::info!("all connections drained"),
+        Err(_) => tracing::warn!(
+            open = max as usize - slots.available_permits(),
+            "drain time over; closing remaining connections"
+        ),
+    }
+    // Closing the hand-off channels ends the workers.
+    drop(workers);
+    for done in ended {
+        let _ = done.await;
+    }
+}
+
+/// A worker thread as the acceptor sees it.
+struct Worker {
+    hand: mpsc::UnboundedSender<Handed>,
+    /// Connections it is serving.
+    load: Arc<AtomicUsize>,
+}
+
+/// An accepted connection on its way to a worker.
+struct Handed {
+    tcp: std::net::TcpStream,
+    ip: std::net::IpAddr,
+    /// Its place under `max_connections`, held until it closes.
+    permit: OwnedSemaphorePermit,
+    load: Arc<AtomicUsize>,
+}
+
+/// One worker: serves each connection handed to it, on this thread, until
+/// the acceptor closes the channel.
+async fn serve_handed(
+    gateway: Arc<Gateway>,
+    mut accepted: mpsc::UnboundedReceiver<Handed>,
+    stop: watch::Receiver<bool>,
+) {
+    while let Some(handed) = accepted.recv().await {
+        let Ok(tcp) = TcpStream::from_std(handed.tcp) else {
+            handed.load.fetch_sub(1, Ordering::Relaxed);
+            continue;
+        };
+        let (gateway, stop) = (gateway.clone(), stop.clone());
         tokio::spawn(async move {
-            connection(gateway, tcp, peer.ip(), stop).await;
-            drop(permit);
+            connection(gateway, tcp, handed.ip, stop).await;
+            handed.load.fetch_sub(1, Ordering::Relaxed);
+            drop(handed.permit);
         });
     }
 }
