@@ -81,18 +81,28 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener, mut stop: watch
             _ = stopped(&mut stop) => break,
         };
         let Ok(tcp) = tcp.into_std() else { continue };
-        let worker = workers
-            .iter()
-            .min_by_key(|w| w.load.load(Ordering::Relaxed));
-        if let Some(w) = worker {
+        let mut handed = Handed {
+            tcp,
+            ip: peer.ip(),
+            permit,
+        };
+        // The least busy worker; one whose thread is gone (it could not
+        // start its runtime) is dropped from the list and the next tried.
+        while let Some(i) = least_busy(&workers) {
+            let w = &workers[i];
             w.load.fetch_add(1, Ordering::Relaxed);
-            let load = w.load.clone();
-            let _ = w.hand.send(Handed {
-                tcp,
-                ip: peer.ip(),
-                permit,
-                load,
-            });
+            match w.hand.send((handed, w.load.clone())) {
+                Ok(()) => break,
+                Err(mpsc::error::SendError((back, _))) => {
+                    tracing::error!("a worker thread is gone; serving on the others");
+                    workers.swap_remove(i);
+                    handed = back;
+                }
+            }
+        }
+        if workers.is_empty() {
+            tracing::error!("no worker left; not serving");
+            break;
         }
     }
     drop(listener);
@@ -117,9 +127,14 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener, mut stop: watch
 
 /// A worker thread as the acceptor sees it.
 struct Worker {
-    hand: mpsc::UnboundedSender<Handed>,
+    /// Each connection travels with its worker's load counter.
+    hand: mpsc::UnboundedSender<(Handed, Arc<AtomicUsize>)>,
     /// Connections it is serving.
     load: Arc<AtomicUsize>,
+}
+
+fn least_busy(workers: &[Worker]) -> Option<usize> {
+    (0..workers.len()).min_by_key(|i| workers[*i].load.load(Ordering::Relaxed))
 }
 
 /// An accepted connection on its way to a worker.
@@ -128,25 +143,24 @@ struct Handed {
     ip: std::net::IpAddr,
     /// Its place under `max_connections`, held until it closes.
     permit: OwnedSemaphorePermit,
-    load: Arc<AtomicUsize>,
 }
 
 /// One worker: serves each connection handed to it, on this thread, until
 /// the acceptor closes the channel.
 async fn serve_handed(
     gateway: Arc<Gateway>,
-    mut accepted: mpsc::UnboundedReceiver<Handed>,
+    mut accepted: mpsc::UnboundedReceiver<(Handed, Arc<AtomicUsize>)>,
     stop: watch::Receiver<bool>,
 ) {
-    while let Some(handed) = accepted.recv().await {
+    while let Some((handed, load)) = accepted.recv().await {
         let Ok(tcp) = TcpStream::from_std(handed.tcp) else {
-            handed.load.fetch_sub(1, Ordering::Relaxed);
+            load.fetch_sub(1, Ordering::Relaxed);
             continue;
         };
         let (gateway, stop) = (gateway.clone(), stop.clone());
         tokio::spawn(async move {
             connection(gateway, tcp, handed.ip, stop).await;
-            handed.load.fetch_sub(1, Ordering::Relaxed);
+            load.fetch_sub(1, Ordering::Relaxed);
             drop(handed.permit);
         });
     }
