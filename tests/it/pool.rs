@@ -119,17 +119,22 @@ async fn serve(mut tcp: TcpStream) {
 const ONE_WORKER: &str = r#"server: { listen: "127.0.0.1:0", workers: 1 }"#;
 
 async fn gateway(up: &Scripted) -> TestGateway {
+    gateway_to(&format!("http://{}", up.addr), 1).await
+}
+
+/// A gateway with `workers` worker threads whose one public route goes to
+/// `upstream`.
+async fn gateway_to(upstream: &str, workers: usize) -> TestGateway {
     TestGateway::start(&format!(
         r#"
-{ONE_WORKER}
+server: {{ listen: "127.0.0.1:0", workers: {workers} }}
 routes:
   - name: all
     match: {{ path_prefix: / }}
-    upstream: "http://{}"
+    upstream: "{upstream}"
     auth: public
     forward: {{ timeout: 5s, connect_timeout: 1s }}
-"#,
-        up.addr
+"#
     ))
     .await
 }
@@ -184,18 +189,7 @@ async fn small_on(tcp: &mut TcpStream) {
 #[tokio::test]
 async fn connections_are_spread_over_the_workers_and_each_keeps_its_own_pool() {
     let up = Scripted::spawn().await;
-    let gw = TestGateway::start(&format!(
-        r#"
-server: {{ listen: "127.0.0.1:0", workers: 2 }}
-routes:
-  - name: all
-    match: {{ path_prefix: / }}
-    upstream: "http://{}"
-    auth: public
-"#,
-        up.addr
-    ))
-    .await;
+    let gw = gateway_to(&format!("http://{}", up.addr), 2).await;
     let mut clients = Vec::new();
     for _ in 0..4 {
         clients.push(TcpStream::connect(gw.running.proxy_addr).await.unwrap());
@@ -329,18 +323,7 @@ async fn a_tls_handshake_that_never_answers_is_504_after_connect_timeout() {
             held.push(tcp);
         }
     });
-    let gw = TestGateway::start(&format!(
-        r#"
-{ONE_WORKER}
-routes:
-  - name: all
-    match: {{ path_prefix: / }}
-    upstream: "https://{addr}"
-    auth: public
-    forward: {{ timeout: 5s, connect_timeout: 1s }}
-"#
-    ))
-    .await;
+    let gw = gateway_to(&format!("https://{addr}"), 1).await;
     let started = std::time::Instant::now();
     let r = raw::get(gw.running.proxy_addr, "/x", &[]).await;
     let took = started.elapsed();
