@@ -42,28 +42,8 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener, mut stop: watch
     let server = gateway.runtime().config.server.clone();
     let max = server.max_connections.min(Semaphore::MAX_PERMITS) as u32;
     let slots = Arc::new(Semaphore::new(max as usize));
-    let mut workers = Vec::new();
-    let mut ended = Vec::new();
-    for index in 0..server.workers {
-        let (hand, accepted) = mpsc::unbounded_channel();
-        let (done_tx, done_rx) = oneshot::channel();
-        let (gateway, stop) = (gateway.clone(), stop.clone());
-        let work = move || serve_handed(gateway, accepted, stop);
-        match workers::spawn(index, work, done_tx) {
-            Ok(()) => {
-                workers.push(Worker {
-                    hand,
-                    load: Arc::default(),
-                });
-                ended.push(done_rx);
-            }
-            Err(e) => tracing::error!(worker = index, error = %e, "cannot start a worker"),
-        }
-    }
-    if workers.is_empty() {
-        return tracing::error!("no worker could start; not serving");
-    }
-    loop {
+    let (mut workers, ended) = start_workers(&gateway, &stop, server.workers);
+    while !workers.is_empty() {
         let permit = tokio::select! {
             p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
             _ = stopped(&mut stop) => break,
@@ -80,30 +60,13 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener, mut stop: watch
             },
             _ = stopped(&mut stop) => break,
         };
-        let Ok(tcp) = tcp.into_std() else { continue };
-        let mut handed = Handed {
-            tcp,
-            ip: peer.ip(),
-            permit,
-        };
-        // The least busy worker; one whose thread is gone (it could not
-        // start its runtime) is dropped from the list and the next tried.
-        while let Some(i) = least_busy(&workers) {
-            let w = &workers[i];
-            w.load.fetch_add(1, Ordering::Relaxed);
-            match w.hand.send((handed, w.load.clone())) {
-                Ok(()) => break,
-                Err(mpsc::error::SendError((back, _))) => {
-                    tracing::error!("a worker thread is gone; serving on the others");
-                    workers.swap_remove(i);
-                    handed = back;
-                }
-            }
+        if let Ok(tcp) = tcp.into_std() {
+            let ip = peer.ip();
+            hand_over(&mut workers, Handed { tcp, ip, permit });
         }
-        if workers.is_empty() {
-            tracing::error!("no worker left; not serving");
-            break;
-        }
+    }
+    if workers.is_empty() {
+        tracing::error!("no worker thread is running; not serving");
     }
     drop(listener);
     let drain = gateway.runtime().config.server.drain_timeout;
@@ -133,8 +96,47 @@ struct Worker {
     load: Arc<AtomicUsize>,
 }
 
-fn least_busy(workers: &[Worker]) -> Option<usize> {
-    (0..workers.len()).min_by_key(|i| workers[*i].load.load(Ordering::Relaxed))
+/// Starts `count` workers, each serving what it is handed; also returns
+/// what reports each one's end.
+fn start_workers(
+    gateway: &Arc<Gateway>,
+    stop: &watch::Receiver<bool>,
+    count: usize,
+) -> (Vec<Worker>, Vec<oneshot::Receiver<()>>) {
+    let (mut workers, mut ended) = (Vec::new(), Vec::new());
+    for index in 0..count {
+        let (hand, accepted) = mpsc::unbounded_channel();
+        let (done_tx, done_rx) = oneshot::channel();
+        let (gateway, stop) = (gateway.clone(), stop.clone());
+        let work = move || serve_handed(gateway, accepted, stop);
+        match workers::spawn(index, work, done_tx) {
+            Ok(()) => {
+                let load = Arc::default();
+                workers.push(Worker { hand, load });
+                ended.push(done_rx);
+            }
+            Err(e) => tracing::error!(worker = index, error = %e, "cannot start a worker"),
+        }
+    }
+    (workers, ended)
+}
+
+/// Gives `handed` to the least busy worker. One whose thread is gone (it
+/// could not start its runtime) is dropped from the list and the next tried.
+fn hand_over(workers: &mut Vec<Worker>, mut handed: Handed) {
+    while let Some(i) = (0..workers.len()).min_by_key(|i| workers[*i].load.load(Ordering::Relaxed))
+    {
+        let w = &workers[i];
+        w.load.fetch_add(1, Ordering::Relaxed);
+        match w.hand.send((handed, w.load.clone())) {
+            Ok(()) => return,
+            Err(mpsc::error::SendError((back, _))) => {
+                tracing::error!("a worker thread is gone; serving on the others");
+                workers.swap_remove(i);
+                handed = back;
+            }
+        }
+    }
 }
 
 /// An accepted connection on its way to a worker.
