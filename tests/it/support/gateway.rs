@@ -15,7 +15,8 @@ pub struct TestGateway {
 
 impl TestGateway {
     /// Starts a gateway on `yaml` (listen addresses are forced to ephemeral
-    /// ports unless the YAML sets `server:` itself); waits for `/readyz`.
+    /// ports, and two workers, unless the YAML sets `server:` itself);
+    /// waits for `/readyz`.
     pub async fn start(yaml: &str) -> Self {
         Self::start_in(yaml, Path::new(".")).await
     }
@@ -31,7 +32,10 @@ impl TestGateway {
     pub async fn start_unready(yaml: &str, dir: &Path) -> Self {
         let mut text = String::new();
         if !yaml.contains("server:") {
-            text.push_str("server:\n  listen: \"127.0.0.1:0\"\n");
+            // Two workers whatever the machine's cores: the multi-worker
+            // paths are exercised, and a many-core machine running tests in
+            // parallel does not start a runtime per core per gateway.
+            text.push_str("server:\n  listen: \"127.0.0.1:0\"\n  workers: 2\n");
         }
         if !yaml.contains("admin:") {
             text.push_str("admin:\n  listen: \"127.0.0.1:0\"\n");
