@@ -192,18 +192,10 @@ impl Authenticator {
         };
         let (digest, result) = match hit {
             Some(v) => (v.digest, Ok(v)),
-            None => {
-                let token = match found.check() {
-                    Ok(token) => token,
-                    Err(failure) => return Outcome::refused(failure),
-                };
-                let digest = token.digest();
-                let result = match introspected {
-                    Some(i) => i.introspector.introspect(token, digest).await,
-                    None => self.verify(token, digest, issuers).await,
-                };
-                (digest, result)
-            }
+            None => match found.check() {
+                Ok(token) => self.afresh(token, introspected, issuers).await,
+                Err(failure) => return Outcome::refused(failure),
+            },
         };
         let result = result.and_then(|v| {
             self.revocations
@@ -220,6 +212,22 @@ impl Authenticator {
             digest: Some(digest),
             result,
         }
+    }
+
+    /// A checked token the cache did not have: introspected, or verified
+    /// (and then cached if valid); with its digest.
+    async fn afresh(
+        &self,
+        token: token::BearerToken<'_>,
+        introspected: Option<&RouteIntrospection>,
+        issuers: &[Arc<KeyCache>],
+    ) -> ([u8; 32], Result<Arc<Verified>, AuthFailure>) {
+        let digest = token.digest();
+        let result = match introspected {
+            Some(i) => i.introspector.introspect(token, digest).await,
+            None => self.verify(token, digest, issuers).await,
+        };
+        (digest, result)
     }
 
     /// Verifies a JWT that is not in the cache, and caches it if valid.

@@ -181,7 +181,7 @@ impl Destination {
         req: Request<Incoming>,
     ) -> Result<(Response<Incoming>, Lease), ForwardError> {
         let mut req = req.map(RequestBody::new);
-        let shard = workers::index() % self.shards.len();
+        let shard = workers::index().min(self.shards.len() - 1);
         let mut attempts = 0;
         loop {
             attempts += 1;

@@ -90,9 +90,9 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener, mut stop: watch
 
 /// A worker thread as the acceptor sees it.
 struct Worker {
-    /// Each connection travels with its worker's load counter.
-    hand: mpsc::UnboundedSender<(Handed, Arc<AtomicUsize>)>,
-    /// Connections it is serving.
+    hand: mpsc::UnboundedSender<Handed>,
+    /// Connections it is serving: the acceptor counts them in, the worker
+    /// counts them out.
     load: Arc<AtomicUsize>,
 }
 
@@ -107,11 +107,11 @@ fn start_workers(
     for index in 0..count {
         let (hand, accepted) = mpsc::unbounded_channel();
         let (done_tx, done_rx) = oneshot::channel();
-        let (gateway, stop) = (gateway.clone(), stop.clone());
-        let work = move || serve_handed(gateway, accepted, stop);
+        let load = Arc::new(AtomicUsize::new(0));
+        let (gateway, stop, counted) = (gateway.clone(), stop.clone(), load.clone());
+        let work = move || serve_handed(gateway, accepted, counted, stop);
         match workers::spawn(index, work, done_tx) {
             Ok(()) => {
-                let load = Arc::default();
                 workers.push(Worker { hand, load });
                 ended.push(done_rx);
             }
@@ -128,9 +128,9 @@ fn hand_over(workers: &mut Vec<Worker>, mut handed: Handed) {
     {
         let w = &workers[i];
         w.load.fetch_add(1, Ordering::Relaxed);
-        match w.hand.send((handed, w.load.clone())) {
+        match w.hand.send(handed) {
             Ok(()) => return,
-            Err(mpsc::error::SendError((back, _))) => {
+            Err(mpsc::error::SendError(back)) => {
                 tracing::error!("a worker thread is gone; serving on the others");
                 workers.swap_remove(i);
                 handed = back;
@@ -151,15 +151,16 @@ struct Handed {
 /// the acceptor closes the channel.
 async fn serve_handed(
     gateway: Arc<Gateway>,
-    mut accepted: mpsc::UnboundedReceiver<(Handed, Arc<AtomicUsize>)>,
+    mut accepted: mpsc::UnboundedReceiver<Handed>,
+    load: Arc<AtomicUsize>,
     stop: watch::Receiver<bool>,
 ) {
-    while let Some((handed, load)) = accepted.recv().await {
+    while let Some(handed) = accepted.recv().await {
         let Ok(tcp) = TcpStream::from_std(handed.tcp) else {
             load.fetch_sub(1, Ordering::Relaxed);
             continue;
         };
-        let (gateway, stop) = (gateway.clone(), stop.clone());
+        let (gateway, stop, load) = (gateway.clone(), stop.clone(), load.clone());
         tokio::spawn(async move {
             connection(gateway, tcp, handed.ip, stop).await;
             load.fetch_sub(1, Ordering::Relaxed);
