@@ -168,8 +168,11 @@ impl Gateway {
     }
 
     /// Swaps in a new config; in-flight requests keep the old snapshot.
-    pub fn reload(&self, config: Config) -> Result<(), ConfigProblem> {
+    pub fn reload(&self, mut config: Config) -> Result<(), ConfigProblem> {
         let current = self.runtime();
+        // The worker threads started with the gateway stay: pools are sized
+        // for them, whatever the new file says.
+        config.server.workers = current.config.server.workers;
         let next = Runtime::build(config, Some(&current), &self.metrics)?;
         next.start_background();
         *self.runtime.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);

@@ -190,6 +190,15 @@ async fn small_on(tcp: &mut TcpStream) {
 async fn connections_are_spread_over_the_workers_and_each_keeps_its_own_pool() {
     let up = Scripted::spawn().await;
     let gw = gateway_to(&format!("http://{}", up.addr), 2).await;
+    four_clients_three_rounds(&gw).await;
+    // Two client connections on each worker; each worker opened one
+    // upstream connection and reused it (one shared pool would have made 1).
+    assert_eq!(up.connections(), 2);
+}
+
+/// Four client connections held open, then three rounds of `GET /small`
+/// on each in turn.
+async fn four_clients_three_rounds(gw: &TestGateway) {
     let mut clients = Vec::new();
     for _ in 0..4 {
         clients.push(TcpStream::connect(gw.running.proxy_addr).await.unwrap());
@@ -199,9 +208,31 @@ async fn connections_are_spread_over_the_workers_and_each_keeps_its_own_pool() {
             small_on(client).await;
         }
     }
-    // Two client connections on each worker; each worker opened one
-    // upstream connection and reused it (one shared pool would have made 1).
-    assert_eq!(up.connections(), 2);
+}
+
+#[tokio::test]
+async fn a_reload_keeps_the_running_workers_whatever_the_file_says() {
+    let (up, other) = (Scripted::spawn().await, Scripted::spawn().await);
+    let gw = gateway_to(&format!("http://{}", up.addr), 2).await;
+    // Another upstream (so a new pool is made) and `workers: 1` in the file.
+    let yaml = format!(
+        r#"
+{ONE_WORKER}
+admin: {{ listen: "127.0.0.1:0" }}
+routes:
+  - name: all
+    match: {{ path_prefix: / }}
+    upstream: "http://{}"
+    auth: public
+"#,
+        other.addr
+    );
+    let loaded = authgate::config::parse(&yaml, std::path::Path::new("."), &|_| None).unwrap();
+    gw.running.gateway.reload(loaded.config).unwrap();
+    four_clients_three_rounds(&gw).await;
+    // Still two workers, so the new pool has two stacks: one upstream
+    // connection each.
+    assert_eq!((up.connections(), other.connections()), (0, 2));
 }
 
 #[tokio::test]
