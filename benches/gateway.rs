@@ -12,7 +12,7 @@ use std::path::Path;
 use authgate::auth::token::BearerToken;
 use authgate::auth::verify;
 use authgate::config::{RouteAuth, parse};
-use authgate::proxy::headers::{ClientInfo, rewrite_request};
+use authgate::proxy::headers::{ClientInfo, IdentityNames, Rewrite, rewrite_request};
 use authgate::revocation::Revocation;
 use authgate::routing::{RouteTable, Target};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
@@ -168,17 +168,22 @@ fn rewrite(c: &mut Criterion) {
         ),
     ];
     let client = ClientInfo::new("10.1.2.3".parse().unwrap(), true);
+    let reserved = IdentityNames::new([&route.forward]);
     c.bench_function("header_rewrite", |b| {
         b.iter_batched(
             || base.clone(),
             |mut headers| {
                 rewrite_request(
                     &mut headers,
-                    &route.forward,
-                    &identity,
-                    client.clone(),
-                    Some(HeaderValue::from_static("api.example.com")),
-                    &route.upstream.host,
+                    Rewrite {
+                        forward: &route.forward,
+                        reserved: &reserved,
+                        token_from: &[],
+                        identity: &identity,
+                        client: client.clone(),
+                        forwarded_host: Some(HeaderValue::from_static("api.example.com")),
+                        upstream_host: &route.upstream.host,
+                    },
                 );
                 headers
             },

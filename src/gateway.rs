@@ -2,7 +2,6 @@
 //! authenticate, rewrite headers, forward. Each request works on the
 //! [`Runtime`] snapshot current when it started; reload swaps the snapshot.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -10,17 +9,17 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::{HeaderMap, Request, Response, StatusCode, Uri, Version};
+use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
 use crate::auth::{Authenticator, Identity};
 use crate::config::{Config, ConfigProblem, RouteAuth};
 use crate::introspection::Introspector;
 use crate::jwks::KeyCache;
-use crate::proxy::headers::{self as rewrite, ClientInfo};
+use crate::proxy::headers::{self as rewrite, ClientInfo, IdentityNames, Rewrite};
 use crate::proxy::{Body, Forwarder, forward};
 use crate::revocation::Revocations;
-use crate::routing::{self, RouteTable, Target};
+use crate::routing::{self, RequestHost, RouteTable, Target};
 use crate::telemetry::access_log::AccessLog;
 use crate::telemetry::metrics::{Metrics, Name, RouteReason};
 
@@ -42,6 +41,9 @@ pub struct Runtime {
     pub introspectors: HashMap<String, Arc<Introspector>>,
     /// The revocation list; kept across reloads while `revocation:` is unchanged.
     pub revocations: Arc<Revocations>,
+    /// Every identity header name of the config: no client sends these
+    /// upstream, on any route.
+    pub identity_names: IdentityNames,
 }
 
 impl Runtime {
@@ -80,6 +82,7 @@ impl Runtime {
             _ => Arc::new(Revocations::new(&config.revocation)?),
         };
         let routes = std::mem::take(&mut config.routes);
+        let identity_names = IdentityNames::new(routes.iter().map(|r| &r.forward));
         let forwarder = Forwarder::new(
             &routes,
             previous.map(|p| &p.forwarder),
@@ -94,6 +97,7 @@ impl Runtime {
             keys,
             introspectors,
             revocations,
+            identity_names,
         })
     }
 
@@ -208,23 +212,20 @@ async fn serve(
     log: &mut AccessLog,
 ) -> Response<Body> {
     let (mut parts, body) = req.into_parts();
+    if let Err(e) = forward::note_upgrade(&mut parts) {
+        return bad_request(&e);
+    }
     let path = match routing::normalise(parts.uri.path()) {
         Ok(p) => p,
-        Err(e) => {
-            return json_response(
-                StatusCode::BAD_REQUEST,
-                error_json("invalid_request", &e.to_string()),
-            );
-        }
+        Err(e) => return bad_request(&e),
     };
-    let host = if rt.routes.by_host() {
-        request_host(&parts.uri, &parts.headers)
-    } else {
-        None
+    let host = match routing::request_host(parts.version, &parts.uri, &parts.headers) {
+        Ok(h) => h,
+        Err(e) => return bad_request(&e),
     };
     let target = Target {
         method: &parts.method,
-        host: host.as_deref(),
+        host: host.as_ref().map(RequestHost::host),
         path: &path,
     };
     let Some((route, params)) = rt.routes.find(target) else {
@@ -279,17 +280,23 @@ async fn serve(
         Ok(uri) => uri,
         Err(e) => return e.into_response(),
     };
-    let original_host = original_host(&parts.uri, &parts.headers);
-    forward::note_upgrade(&mut parts);
     parts.uri = uri;
     parts.version = Version::HTTP_11;
+    let token_from = match &route.config.auth {
+        RouteAuth::Public => &[][..],
+        RouteAuth::Protected(policy) => &policy.token_from,
+    };
     rewrite::rewrite_request(
         &mut parts.headers,
-        &route.config.forward,
-        &identity,
-        client,
-        original_host,
-        &route.config.upstream.host,
+        Rewrite {
+            forward: &route.config.forward,
+            reserved: &rt.identity_names,
+            token_from,
+            identity: &identity,
+            client,
+            forwarded_host: host.as_ref().map(RequestHost::header),
+            upstream_host: &route.config.upstream.host,
+        },
     );
     let req = Request::from_parts(parts, body);
     match rt
@@ -308,23 +315,13 @@ async fn serve(
 const NOT_FOUND: &str =
     r#"{"error":"not_found","error_description":"no route matches this request"}"#;
 
-/// The request's host for matching: the URI authority (HTTP/2) or `Host`.
-fn request_host<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> Option<Cow<'a, str>> {
-    let raw = match uri.authority() {
-        Some(a) => a.as_str(),
-        None => headers.get(header::HOST)?.to_str().ok()?,
-    };
-    let raw = raw.rsplit('@').next().unwrap_or(raw);
-    Some(routing::host_of(raw))
-}
-
-fn original_host(uri: &Uri, headers: &HeaderMap) -> Option<HeaderValue> {
-    match headers.get(header::HOST) {
-        Some(h) => Some(h.clone()),
-        None => uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
-    }
+/// 400 `invalid_request` naming what is wrong with the request's path,
+/// host or upgrade.
+fn bad_request(problem: &dyn std::fmt::Display) -> Response<Body> {
+    json_response(
+        StatusCode::BAD_REQUEST,
+        error_json("invalid_request", &problem.to_string()),
+    )
 }
 
 fn error_json(error: &str, description: &str) -> String {

@@ -6,9 +6,10 @@
 //! - percent-encoded unreserved characters (`A-Z a-z 0-9 - . _ ~`) are
 //!   decoded, other escapes are kept with upper-case hex;
 //! - empty segments are merged (`//a` is `/a`);
-//! - dot segments (`.`, `..`, also as `%2e`, `.%2E`, or followed by `;`) are
-//!   refused with 400, as are encoded `/` (`%2F`), `\` in any form, NUL and
-//!   control characters and malformed escapes;
+//! - dot segments (`.`, `..`, also as `%2e`, `.%2E`) are refused with 400,
+//!   as are `;` in any form (Tomcat and Spring read `/public;x/../admin`
+//!   as path parameters and drop them), encoded `/` (`%2F`), `\` in any
+//!   form, NUL and control characters and malformed escapes;
 //! - matching is case-sensitive (RFC 3986 §6.2.2.1): `/Admin` is not `/admin`.
 
 use std::borrow::Cow;
@@ -18,6 +19,9 @@ use std::sync::Arc;
 use http::Method;
 
 use crate::config::{PathMatch, RouteConfig};
+
+mod host;
+pub use host::{BadHost, RequestHost, request_host};
 
 /// Why a request path was refused (400).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -33,6 +37,10 @@ pub enum BadPath {
         "encoded slashes, backslashes and control characters are not allowed in the request path"
     )]
     ForbiddenCharacter,
+    /// `;` raw or as `%3B`: path parameters are read differently by
+    /// different servers (Tomcat drops them, others keep them).
+    #[error("';' is not allowed in the request path")]
+    Semicolon,
     /// `%` not followed by two hex digits.
     #[error("malformed percent-encoding in the request path")]
     BadEscape,
@@ -75,7 +83,7 @@ fn is_plain(bytes: &[u8]) -> bool {
     let mut prev = 0u8;
     for (i, &b) in bytes.iter().enumerate() {
         match b {
-            b'%' | b'\\' => return false,
+            b'%' | b'\\' | b';' => return false,
             b'/' if prev == b'/' => return false,
             b'.' if prev == b'/' => {
                 let next = bytes.get(i + 1).copied().unwrap_or(b'/');
@@ -106,19 +114,23 @@ fn decode_segment(seg: &str, out: &mut String) -> Result<(), BadPath> {
                 out.push(value as char);
             } else if value < 0x20 || matches!(value, b'/' | b'\\' | 0x7f) {
                 return Err(BadPath::ForbiddenCharacter);
+            } else if value == b';' {
+                return Err(BadPath::Semicolon);
             } else {
                 out.push('%');
                 out.push(HEX[(value >> 4) as usize] as char);
                 out.push(HEX[(value & 15) as usize] as char);
             }
             i += 3;
+        } else if b == b';' {
+            return Err(BadPath::Semicolon);
         } else if b == b'\\' || b < 0x20 || b == 0x7f {
             return Err(BadPath::ForbiddenCharacter);
         } else {
             // Copy the run of plain bytes up to the next escape at once (keeps UTF-8 intact).
             let end = bytes[i..]
                 .iter()
-                .position(|&c| c == b'%' || c == b'\\' || c < 0x20 || c == 0x7f)
+                .position(|&c| c == b'%' || c == b'\\' || c == b';' || c < 0x20 || c == 0x7f)
                 .map_or(bytes.len(), |p| i + p);
             out.push_str(&seg[i..end]);
             i = end;
@@ -128,8 +140,7 @@ fn decode_segment(seg: &str, out: &mut String) -> Result<(), BadPath> {
 }
 
 fn check_dots(segment: &str) -> Result<(), BadPath> {
-    let bare = segment.split(';').next().unwrap_or(segment);
-    if bare == "." || bare == ".." {
+    if segment == "." || segment == ".." {
         Err(BadPath::DotSegment)
     } else {
         Ok(())
@@ -244,7 +255,11 @@ impl Route {
 
     fn match_path<'p>(&self, path: &'p str) -> Option<Params<'p>> {
         match &self.matcher {
-            Matcher::Exact(p) => (p == path).then(Params::default),
+            // One trailing `/` is the same resource: `/orders/` must not fall
+            // through to a later, laxer route.
+            Matcher::Exact(p) => {
+                (p == path || path.strip_suffix('/') == Some(p)).then(Params::default)
+            }
             Matcher::Prefix(p) => {
                 let rest = path.strip_prefix(p.as_str())?;
                 (rest.is_empty() || rest.starts_with('/') || p.is_empty()).then(Params::default)
@@ -262,7 +277,11 @@ impl Route {
                         _ => return None,
                     }
                 }
-                parts.next().is_none().then_some(Params(params))
+                match parts.next() {
+                    None => Some(Params(params)),
+                    Some("") if parts.next().is_none() => Some(Params(params)),
+                    Some(_) => None,
+                }
             }
         }
     }
@@ -383,20 +402,6 @@ impl Route {
             }
         }
         self.match_path(target.path)
-    }
-}
-
-/// The request's host for matching: lower case, no port, no trailing dot.
-pub fn host_of(authority: &str) -> Cow<'_, str> {
-    let host = match authority.rfind(':') {
-        Some(i) if !authority[i..].contains(']') => &authority[..i],
-        _ => authority,
-    };
-    let host = host.trim_end_matches('.');
-    if host.bytes().any(|b| b.is_ascii_uppercase()) {
-        Cow::Owned(host.to_ascii_lowercase())
-    } else {
-        Cow::Borrowed(host)
     }
 }
 

@@ -84,7 +84,14 @@ fn from_header(headers: &HeaderMap) -> Result<Option<Found<'_>>, AuthFailure> {
         // Another scheme is not our credential: answer as if none was sent.
         return Ok(None);
     }
-    let token = rest.trim_ascii();
+    // RFC 6750 §2.1: `Bearer 1*SP b64token`. A tab is read as a separator
+    // by some servers and as part of the token by others.
+    let token = rest.trim_ascii_start();
+    if rest.len() > token.len() && rest[..rest.len() - token.len()].contains(&b'\t') {
+        return Err(AuthFailure::InvalidRequest(
+            "the Bearer scheme must be followed by spaces only",
+        ));
+    }
     if token.is_empty() {
         return Err(AuthFailure::InvalidRequest(
             "Authorization: Bearer without a token",

@@ -1,12 +1,14 @@
 //! What the upstream learns about the caller: identity headers set from
 //! verified claims (CONTRACT §4). Arrays are joined with a space; objects
-//! and values that cannot be a header are left out.
+//! and values that cannot be a header are left out. Scopes are the ones the
+//! policy grants (`policy::granted_scopes`), whatever the claim's shape.
 
 use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue};
 use serde_json::{Map, Value};
 
+use super::policy::granted_scopes;
 use super::token::claim;
 
 /// The identity headers for the upstream (none on public routes). Shared:
@@ -21,19 +23,29 @@ pub fn headers(
 ) -> Vec<(HeaderName, HeaderValue)> {
     let mut out = Vec::with_capacity(mapping.len());
     for (name, path) in mapping {
-        let value = match (claim(claims, path), path.as_str()) {
-            (None, "scope") => claims.get("scp"),
-            (v, _) => v,
+        // Scopes are read as the policy reads them (`scope`, then `scp`).
+        let text = match path.as_str() {
+            "scope" => scopes(claims),
+            _ => claim(claims, path).and_then(render),
         };
         // From the String's own buffer: no second copy.
-        if let Some(v) = value
-            .and_then(render)
-            .and_then(|s| HeaderValue::try_from(s).ok())
-        {
+        if let Some(v) = text.and_then(|s| HeaderValue::try_from(s).ok()) {
             out.push((name.clone(), v));
         }
     }
     out
+}
+
+/// The granted scopes joined by one space, or `None` when there are none.
+fn scopes(claims: &Map<String, Value>) -> Option<String> {
+    let mut out = String::new();
+    for scope in granted_scopes(claims) {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(scope);
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 fn render(value: &Value) -> Option<String> {

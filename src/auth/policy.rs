@@ -58,7 +58,12 @@ pub fn check(
     Ok(())
 }
 
-/// `scope` (space separated) and `scp` (array, or a string).
+/// `scope` (a space-separated string, RFC 8693 §4.2 and RFC 9068 §2.2.3;
+/// an array there is not read) and `scp` (an array, or a string). Only
+/// RFC 6749 §3.3 scope tokens count: a "scope" holding a tab or a quote
+/// could be split differently by an upstream. The identity headers read
+/// scopes through this function too, so an upstream never sees a scope
+/// the policy did not grant.
 pub fn granted_scopes(claims: &Map<String, Value>) -> impl Iterator<Item = &str> {
     let scope = claims
         .get("scope")
@@ -73,7 +78,12 @@ pub fn granted_scopes(claims: &Map<String, Value>) -> impl Iterator<Item = &str>
     scope
         .chain(scp_text.into_iter().flat_map(|s| s.split(' ')))
         .chain(scp_list.into_iter().flatten())
-        .filter(|s| !s.is_empty())
+        .filter(|s| !s.is_empty() && s.bytes().all(is_scope_char))
+}
+
+/// RFC 6749 §3.3 `NQCHAR`: `%x21 / %x23-5B / %x5D-7E`.
+fn is_scope_char(b: u8) -> bool {
+    matches!(b, 0x21 | 0x23..=0x5B | 0x5D..=0x7E)
 }
 
 /// A claim as strings: a string, or each string of an array.

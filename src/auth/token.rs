@@ -16,6 +16,8 @@ use super::failure::AuthFailure;
 
 /// Largest token accepted (bytes).
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+/// Longest `kid` accepted (CONTRACT §8.1); real ones are UUIDs or thumbprints.
+pub const MAX_KID_BYTES: usize = 256;
 
 /// A bearer token as received. `Debug` prints only its fingerprint.
 #[derive(Clone, Copy)]
@@ -155,10 +157,14 @@ fn parse_header(bytes: &[u8]) -> Result<JoseHeader, AuthFailure> {
         }
     };
     let alg = text("alg")?.ok_or(AuthFailure::Malformed("token header has no alg"))?;
+    let kid = text("kid")?;
+    if kid.as_ref().is_some_and(|k| k.len() > MAX_KID_BYTES) {
+        return Err(AuthFailure::Malformed("token kid is longer than 256 bytes"));
+    }
     Ok(JoseHeader {
         // `none` in any casing, and anything else unknown, parses to None.
         alg: Algorithm::from_str(&alg).ok(),
-        kid: text("kid")?,
+        kid,
         typ: text("typ")?,
     })
 }

@@ -881,7 +881,10 @@ impl Validator<'_> {
             Some(_) => {}
             None => {
                 for c in &chosen {
-                    if c.audiences.is_empty() && c.introspection.is_none() {
+                    // Only an issuer with no keys at all is exempt: one
+                    // that also verifies JWTs would pass them with any `aud`.
+                    let jwt_issuer = !matches!(c.keys, KeySource::IntrospectionOnly);
+                    if c.audiences.is_empty() && jwt_issuer {
                         self.problem(
                             &join(path, "audiences"),
                             format!(

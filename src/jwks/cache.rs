@@ -23,6 +23,12 @@ use crate::telemetry::metrics::{IssuerLabel, IssuerResult, Metrics, Name};
 const MIN_FRESHNESS: Duration = Duration::from_secs(30);
 /// Retry pace while fetches fail.
 const RETRY_EVERY: Duration = Duration::from_secs(5);
+/// Bytes the unknown-kid cache may weigh: a client sending random kids
+/// (each at most 256 bytes, see `auth::token`) fills it and no more.
+const UNKNOWN_KIDS_BYTES: u64 = 1024 * 1024;
+/// What moka and the boxed key cost per entry besides the kid's bytes
+/// (an estimate on the high side).
+const UNKNOWN_KID_OVERHEAD: usize = 96;
 
 #[derive(Debug, Default)]
 struct State {
@@ -67,15 +73,12 @@ impl KeyCache {
             state.loaded_at = Some(Instant::now());
             state.fresh_for = Duration::MAX;
         }
-        let unknown_kids = moka::sync::Cache::builder()
-            .max_capacity(10_000)
-            .time_to_live(
-                issuer
-                    .jwks_cache
-                    .min_refresh_interval
-                    .max(Duration::from_secs(1)),
-            )
-            .build();
+        let unknown_kids = unknown_kid_cache(
+            issuer
+                .jwks_cache
+                .min_refresh_interval
+                .max(Duration::from_secs(1)),
+        );
         Ok(Self {
             name: Name(issuer.name.as_str().into()),
             issuer,
@@ -301,5 +304,37 @@ async fn background(cache: Weak<KeyCache>) {
         tokio::time::sleep_until(due.into()).await;
         let Some(c) = cache.upgrade() else { return };
         c.refresh_once(c.generation()).await;
+    }
+}
+
+/// Kids looked up in vain, each kept for `ttl`; bounded in bytes, not count.
+fn unknown_kid_cache(ttl: Duration) -> moka::sync::Cache<Box<str>, ()> {
+    moka::sync::Cache::builder()
+        .weigher(|kid: &Box<str>, _: &()| {
+            u32::try_from(kid.len() + UNKNOWN_KID_OVERHEAD).unwrap_or(u32::MAX)
+        })
+        .max_capacity(UNKNOWN_KIDS_BYTES)
+        .time_to_live(ttl)
+        .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_unknown_kid_cache_is_bounded_in_bytes() {
+        let cache = unknown_kid_cache(Duration::from_secs(60));
+        for i in 0..20_000 {
+            cache.insert(format!("{i:0>256}").into(), ());
+        }
+        cache.run_pending_tasks();
+        assert!(
+            cache.weighted_size() <= UNKNOWN_KIDS_BYTES,
+            "{} bytes held",
+            cache.weighted_size()
+        );
+        let per_entry = (256 + UNKNOWN_KID_OVERHEAD) as u64;
+        assert!(cache.entry_count() <= UNKNOWN_KIDS_BYTES / per_entry);
     }
 }

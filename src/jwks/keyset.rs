@@ -81,7 +81,9 @@ impl VerifyKey {
         use Algorithm::*;
         match (self.family, alg) {
             (KeyFamily::Rsa(n), _) => n,
-            (_, ES384) | (_, HS384) => 48,
+            // ECDSA is `r‖s`, each as long as the curve's field.
+            (_, ES384) => 96,
+            (_, HS384) => 48,
             (_, HS256) => 32,
             _ => 64,
         }

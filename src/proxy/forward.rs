@@ -33,6 +33,10 @@ pub enum ForwardError {
     /// The request could not be expressed for the upstream.
     #[error("request cannot be forwarded")]
     BadRequest,
+    /// The client's request body could not be read: bad chunk framing, or
+    /// the client went away mid-body. The client's fault, not the upstream's.
+    #[error("the client's request body is malformed or incomplete")]
+    ClientBody,
 }
 
 impl ForwardError {
@@ -41,7 +45,7 @@ impl ForwardError {
         match self {
             ForwardError::Unavailable(_) => StatusCode::BAD_GATEWAY,
             ForwardError::Timeout => StatusCode::GATEWAY_TIMEOUT,
-            ForwardError::BadRequest => StatusCode::BAD_REQUEST,
+            ForwardError::BadRequest | ForwardError::ClientBody => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -59,6 +63,10 @@ impl ForwardError {
             ForwardError::BadRequest => (
                 StatusCode::BAD_REQUEST,
                 r#"{"error":"invalid_request","error_description":"the request cannot be forwarded"}"#,
+            ),
+            ForwardError::ClientBody => (
+                StatusCode::BAD_REQUEST,
+                r#"{"error":"invalid_request","error_description":"the request body is malformed or incomplete"}"#,
             ),
         };
         crate::gateway::json_response(status, body)
@@ -196,10 +204,18 @@ impl UpgradeSlot {
 #[derive(Debug, Clone)]
 pub struct UpgradeRequest(pub HeaderValue);
 
-/// Records an HTTP/1.1 upgrade request in its extensions.
-pub fn note_upgrade(req: &mut http::request::Parts) {
+/// An upgrade to anything but WebSocket (400): `h2c` and private protocols
+/// would let a client talk to the upstream past every check on the
+/// requests that follow.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("only websocket upgrades are forwarded")]
+pub struct UnsupportedUpgrade;
+
+/// Records an HTTP/1.1 WebSocket upgrade request in its extensions; any
+/// other upgrade is refused.
+pub fn note_upgrade(req: &mut http::request::Parts) -> Result<(), UnsupportedUpgrade> {
     if req.version != Version::HTTP_11 {
-        return;
+        return Ok(());
     }
     let wants = req
         .headers
@@ -208,9 +224,24 @@ pub fn note_upgrade(req: &mut http::request::Parts) {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    if let (true, Some(protocol)) = (wants, req.headers.get(header::UPGRADE).cloned()) {
+    let mut protocols = req.headers.get_all(header::UPGRADE).iter();
+    let (Some(protocol), None) = (protocols.next(), protocols.next()) else {
+        // No Upgrade (or several): nothing is upgraded, and the hop-by-hop
+        // rewrite drops what there is.
+        return if wants && req.headers.contains_key(header::UPGRADE) {
+            Err(UnsupportedUpgrade)
+        } else {
+            Ok(())
+        };
+    };
+    if !protocol.as_bytes().eq_ignore_ascii_case(b"websocket") {
+        return Err(UnsupportedUpgrade);
+    }
+    if wants {
+        let protocol = protocol.clone();
         req.extensions.insert(UpgradeRequest(protocol));
     }
+    Ok(())
 }
 
 /// The 101 for the client; the upstream's side goes to `slot`.

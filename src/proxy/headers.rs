@@ -7,35 +7,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-use crate::config::ForwardConfig;
-
-/// `X-Forwarded-For`.
-pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-/// `X-Forwarded-Proto`.
-pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-/// `X-Forwarded-Host`.
-pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-/// `X-Request-Id`.
-pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-/// Prefix of headers only the gateway may set upstream.
-pub const IDENTITY_PREFIX: &str = "x-auth-";
-
-/// Names the gateway sets itself; an identity header may not use them.
-pub fn is_reserved(name: &HeaderName) -> bool {
-    is_hop_by_hop(name)
-        || [
-            header::HOST,
-            header::AUTHORIZATION,
-            header::COOKIE,
-            header::CONTENT_LENGTH,
-            header::CONTENT_TYPE,
-            X_FORWARDED_FOR,
-            X_FORWARDED_PROTO,
-            X_FORWARDED_HOST,
-            X_REQUEST_ID,
-        ]
-        .contains(name)
-}
+pub use super::names::{
+    IDENTITY_PREFIX, IdentityNames, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
+    X_REQUEST_ID, is_reserved,
+};
+use super::names::{ROUTING_OVERRIDES, is_hop_by_hop};
+use crate::config::{ForwardConfig, TokenSource};
 
 /// Facts about the client connection used in `X-Forwarded-*`, prepared
 /// once per connection rather than formatted on every request.
@@ -56,23 +33,6 @@ impl ClientInfo {
             tls,
         }
     }
-}
-
-/// Whether `name` describes one connection and never crosses the proxy
-/// (RFC 9110 §7.6.1, plus the non-standard `Proxy-Connection`).
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-    )
 }
 
 /// Removes hop-by-hop headers and any header that `Connection` names.
@@ -107,60 +67,104 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Removes every identity header a client may have sent: `x-auth-*` and the
-/// route's configured identity names.
-pub fn strip_identity(headers: &mut HeaderMap, forward: &ForwardConfig) {
-    let spoofed = headers
-        .keys()
-        .any(|k| k.as_str().starts_with(IDENTITY_PREFIX));
-    if spoofed {
-        let names: Vec<HeaderName> = headers
-            .keys()
-            .filter(|k| k.as_str().starts_with(IDENTITY_PREFIX))
-            .cloned()
-            .collect();
-        for name in names {
-            headers.remove(name);
+/// Removes every header a client may have sent that the upstream could
+/// take for ours: identity headers in any spelling (see [`IdentityNames`])
+/// and the routing overrides of [`ROUTING_OVERRIDES`]. One pass over the
+/// names present; nothing is allocated when none is there (the usual case).
+pub fn strip_spoofable(headers: &mut HeaderMap, reserved: &IdentityNames) {
+    let mut doomed: Vec<HeaderName> = Vec::new();
+    for name in headers.keys() {
+        if reserved.covers(name) || ROUTING_OVERRIDES.contains(&name.as_str()) {
+            doomed.push(name.clone());
         }
     }
-    let configured = |k: &HeaderName| forward.headers.iter().any(|(name, _)| name == k);
-    if headers.keys().any(configured) {
-        for (name, _) in &forward.headers {
-            headers.remove(name);
-        }
+    for name in doomed {
+        headers.remove(name);
     }
 }
 
-/// Rewrites a request's headers for the upstream. `identity` holds the
-/// headers derived from verified claims (empty on public routes).
-pub fn rewrite_request(
-    headers: &mut HeaderMap,
-    forward: &ForwardConfig,
-    identity: &[(HeaderName, HeaderValue)],
-    client: ClientInfo,
-    original_host: Option<HeaderValue>,
-    upstream_host: &HeaderValue,
-) {
+/// What a request's headers are rewritten with for its upstream.
+#[derive(Debug)]
+pub struct Rewrite<'a> {
+    /// The route's `forward:` section.
+    pub forward: &'a ForwardConfig,
+    /// Identity names of the whole config.
+    pub reserved: &'a IdentityNames,
+    /// The route's token sources: a token cookie is removed with
+    /// `Authorization` (none on public routes).
+    pub token_from: &'a [TokenSource],
+    /// Headers derived from verified claims (none on public routes).
+    pub identity: &'a [(HeaderName, HeaderValue)],
+    /// The client connection.
+    pub client: ClientInfo,
+    /// The validated, normalised host the request was routed by.
+    pub forwarded_host: Option<HeaderValue>,
+    /// `Host` for the upstream.
+    pub upstream_host: &'a HeaderValue,
+}
+
+/// Rewrites a request's headers for the upstream.
+pub fn rewrite_request(headers: &mut HeaderMap, r: Rewrite<'_>) {
     strip_hop_by_hop(headers);
-    strip_identity(headers, forward);
-    if !forward.keep_authorization {
+    strip_spoofable(headers, r.reserved);
+    if !r.forward.keep_authorization {
         headers.remove(header::AUTHORIZATION);
+        for source in r.token_from {
+            if let TokenSource::Cookie(name) = source {
+                strip_cookie(headers, name);
+            }
+        }
     }
-    append_forwarded_for(headers, client.ip);
+    append_forwarded_for(headers, r.client.ip);
     headers.insert(
         X_FORWARDED_PROTO,
-        HeaderValue::from_static(if client.tls { "https" } else { "http" }),
+        HeaderValue::from_static(if r.client.tls { "https" } else { "http" }),
     );
-    match original_host {
+    match r.forwarded_host {
         Some(host) => headers.insert(X_FORWARDED_HOST, host),
         None => headers.remove(X_FORWARDED_HOST),
     };
     if !headers.get(X_REQUEST_ID).is_some_and(valid_request_id) {
         headers.insert(X_REQUEST_ID, new_request_id());
     }
-    headers.insert(header::HOST, upstream_host.clone());
-    for (name, value) in identity {
+    headers.insert(header::HOST, r.upstream_host.clone());
+    for (name, value) in r.identity {
         headers.append(name.clone(), value.clone());
+    }
+}
+
+/// Removes the cookie `name` from every `Cookie` header, keeping the others;
+/// a header left empty is removed.
+fn strip_cookie(headers: &mut HeaderMap, name: &str) {
+    let carries = |v: &HeaderValue| {
+        v.as_bytes().split(|b| *b == b';').any(|pair| {
+            let pair = pair.trim_ascii();
+            pair.strip_prefix(name.as_bytes())
+                .is_some_and(|rest| rest.first() == Some(&b'='))
+        })
+    };
+    if !headers.get_all(header::COOKIE).iter().any(carries) {
+        return;
+    }
+    let kept: Vec<HeaderValue> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| {
+            let text = String::from_utf8_lossy(v.as_bytes());
+            let rest: Vec<&str> = text
+                .split(';')
+                .map(str::trim)
+                .filter(|pair| pair.split_once('=').is_none_or(|(k, _)| k != name))
+                .filter(|pair| !pair.is_empty())
+                .collect();
+            (!rest.is_empty())
+                .then(|| HeaderValue::from_str(&rest.join("; ")).ok())
+                .flatten()
+        })
+        .collect();
+    headers.remove(header::COOKIE);
+    for v in kept {
+        headers.append(header::COOKIE, v);
     }
 }
 
@@ -242,6 +246,13 @@ mod tests {
             ("x-auth-subject", "admin"),
             ("X-Auth-Anything", "1"),
             ("x-tenant", "other"),
+            ("x_tenant", "other"),
+            ("x_auth_subject", "admin"),
+            ("forwarded", "for=1.2.3.4;host=admin.example"),
+            ("x-original-url", "/admin"),
+            ("x-http-method-override", "DELETE"),
+            ("cookie", "theme=dark; session=eyJ.a.b"),
+            ("cookie", "session=eyJ.c.d"),
             ("connection", "close, x-secret-hop"),
             ("x-secret-hop", "1"),
             ("keep-alive", "5"),
@@ -261,13 +272,18 @@ mod tests {
             HeaderValue::from_static("alice"),
         )];
         let upstream = HeaderValue::from_static("127.0.0.1:8081");
+        let reserved = IdentityNames::new([&forward(false)]);
         rewrite_request(
             &mut h,
-            &forward(false),
-            &identity,
-            client(),
-            Some(HeaderValue::from_static("api.example.com")),
-            &upstream,
+            Rewrite {
+                forward: &forward(false),
+                reserved: &reserved,
+                token_from: &[TokenSource::Header, TokenSource::Cookie("session".into())],
+                identity: &identity,
+                client: client(),
+                forwarded_host: Some(HeaderValue::from_static("api.example.com")),
+                upstream_host: &upstream,
+            },
         );
         let mut names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         names.sort();
@@ -275,6 +291,7 @@ mod tests {
             names,
             [
                 "accept",
+                "cookie",
                 "host",
                 "x-auth-subject",
                 "x-forwarded-for",
@@ -286,6 +303,12 @@ mod tests {
         assert_eq!(h["x-auth-subject"], "alice");
         assert_eq!(h.get_all("x-auth-subject").iter().count(), 1);
         assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.9");
+        let cookies: Vec<_> = h.get_all("cookie").iter().collect();
+        assert_eq!(
+            cookies,
+            ["theme=dark"],
+            "the token cookie is gone, others stay"
+        );
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "api.example.com");
         assert_eq!(h["x-request-id"], "req-1");
@@ -300,9 +323,25 @@ mod tests {
             HeaderValue::from_static("Bearer abc"),
         );
         h.insert(X_REQUEST_ID, HeaderValue::from_static("bad id with spaces"));
+        h.insert(header::COOKIE, HeaderValue::from_static("session=eyJ.a.b"));
         let upstream = HeaderValue::from_static("u:1");
-        rewrite_request(&mut h, &forward(true), &[], client(), None, &upstream);
+        rewrite_request(
+            &mut h,
+            Rewrite {
+                forward: &forward(true),
+                reserved: &IdentityNames::default(),
+                token_from: &[TokenSource::Cookie("session".into())],
+                identity: &[],
+                client: client(),
+                forwarded_host: None,
+                upstream_host: &upstream,
+            },
+        );
         assert_eq!(h["authorization"], "Bearer abc");
+        assert_eq!(
+            h["cookie"], "session=eyJ.a.b",
+            "kept with authorization: keep"
+        );
         let id = h["x-request-id"].to_str().unwrap();
         assert_eq!(id.len(), 32);
         let (a, b) = (new_request_id(), new_request_id());

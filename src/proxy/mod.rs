@@ -1,9 +1,11 @@
-//! Forwarding to upstreams: header rewrites (`headers`), the response body
+//! Forwarding to upstreams: header rewrites (`headers`) and the names they
+//! treat specially (`names`), the response body
 //! type (`body`) and the forwarder (`forward`) and its upstream connections (`pool`). No authentication here.
 
 pub mod body;
 pub mod forward;
 pub mod headers;
+pub mod names;
 pub mod pool;
 
 pub use body::Body;

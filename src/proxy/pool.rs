@@ -34,7 +34,7 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio_rustls::TlsConnector;
 
-use super::body::RequestBody;
+use super::body::{Progress, RequestBody};
 use super::forward::ForwardError;
 use crate::server::workers;
 
@@ -127,12 +127,19 @@ pub struct Lease {
     sender: SendRequest<RequestBody>,
     home: Arc<Destination>,
     shard: usize,
+    /// The request body's progress (none for a bodiless request).
+    body: Option<Arc<Progress>>,
 }
 
 impl Lease {
-    /// Puts the connection back for the next request.
+    /// Puts the connection back for the next request, if the request's
+    /// body has been sent whole too; otherwise the connection closes once
+    /// hyper is done with it (a client trickling its body must not hold up
+    /// the next request on that connection).
     pub fn release(self) {
-        self.home.put(self.shard, self.sender);
+        if self.body.is_none_or(|b| b.ended()) {
+            self.home.put(self.shard, self.sender);
+        }
     }
 }
 
@@ -181,6 +188,7 @@ impl Destination {
         req: Request<Incoming>,
     ) -> Result<(Response<Incoming>, Lease), ForwardError> {
         let mut req = req.map(RequestBody::new);
+        let body = req.body().progress();
         let shard = workers::index().min(self.shards.len() - 1);
         let mut attempts = 0;
         loop {
@@ -204,6 +212,7 @@ impl Destination {
                         sender,
                         home: self.clone(),
                         shard,
+                        body,
                     };
                     return Ok((response, lease));
                 }
@@ -214,6 +223,9 @@ impl Destination {
                             "upstream closed an idle connection as it was reused; sending again"
                         );
                         req = copy;
+                    }
+                    _ if body.as_ref().is_some_and(|b| b.failed()) => {
+                        return Err(ForwardError::ClientBody);
                     }
                     _ => return Err(ForwardError::Unavailable(e.into_error().into())),
                 },

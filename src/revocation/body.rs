@@ -9,6 +9,9 @@ use crate::config::IssuerConfig;
 
 /// Longest accepted `jti` or `sub`, in bytes.
 const MAX_ID_BYTES: usize = 1024;
+/// 9999-12-31T23:59:59Z: the latest `expires_at` or `issued_before`, so no
+/// sum of it and a lifetime or grace period can wrap.
+pub const MAX_TIME: i64 = 253_402_300_799;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -34,9 +37,7 @@ pub fn parse(bytes: &[u8], issuers: &[std::sync::Arc<IssuerConfig>]) -> Result<R
             id("jti", &jti)?;
             let expires_at =
                 expires_at.ok_or("expires_at: missing (the token's exp, UNIX seconds)")?;
-            if expires_at <= 0 {
-                return Err("expires_at: must be UNIX seconds".into());
-            }
+            time("expires_at", expires_at as f64)?;
             Ok(Revocation::Token { jti, expires_at })
         }
         Body {
@@ -54,16 +55,16 @@ pub fn parse(bytes: &[u8], issuers: &[std::sync::Arc<IssuerConfig>]) -> Result<R
             let sub = sub.ok_or("sub: missing")?;
             id("sub", &sub)?;
             let issued_before = issued_before.ok_or("issued_before: missing (UNIX seconds)")?;
-            if !(issued_before.is_finite() && issued_before > 0.0) {
-                return Err("issued_before: must be UNIX seconds".into());
+            time("issued_before", issued_before)?;
+            if let Some(e) = expires_at {
+                time("expires_at", e as f64)?;
             }
             // Without an explicit end, keep the entry while a token it covers
             // could still be valid: only bounded when the issuer bounds lifetimes.
             let until = expires_at.or_else(|| {
                 config.max_lifetime.map(|max| {
-                    issued_before.ceil() as i64
-                        + max.as_secs() as i64
-                        + config.leeway.as_secs() as i64
+                    let grace = max.as_secs().saturating_add(config.leeway.as_secs());
+                    (issued_before.ceil() as i64).saturating_add(grace.min(MAX_TIME as u64) as i64)
                 })
             });
             Ok(Revocation::Subject {
@@ -80,6 +81,17 @@ pub fn parse(bytes: &[u8], issuers: &[std::sync::Arc<IssuerConfig>]) -> Result<R
             Err("body: give either {jti, expires_at} or {issuer, sub, issued_before}".into())
         }
     }
+}
+
+/// UNIX seconds after the epoch and no later than year 9999.
+fn time(field: &str, value: f64) -> Result<(), String> {
+    if !(value.is_finite() && value > 0.0) {
+        return Err(format!("{field}: must be UNIX seconds"));
+    }
+    if value > MAX_TIME as f64 {
+        return Err(format!("{field}: after the year 9999 (at most {MAX_TIME})"));
+    }
+    Ok(())
 }
 
 fn id(field: &str, value: &str) -> Result<(), String> {
@@ -114,6 +126,11 @@ mod tests {
             "expires_at: missing (the token's exp, UNIX seconds)"
         );
         assert_eq!(parse_str(r#"{"jti":""}"#).unwrap_err(), "jti: empty");
+        assert_eq!(
+            parse_str(r#"{"jti":"a","expires_at":9223372036854775807}"#).unwrap_err(),
+            "expires_at: after the year 9999 (at most 253402300799)"
+        );
+        assert!(parse_str(r#"{"jti":"a","expires_at":253402300799}"#).is_ok());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::{Map, Value};
 
-use super::{Revocation, issued_before_time};
+use super::{Revocation, issued_before_time, subject};
 
 /// Expired entries are swept after this many insertions.
 const SWEEP_EVERY: usize = 1024;
@@ -106,9 +106,9 @@ impl DenyList {
                 return true;
             }
         }
-        if let Some(sub) = claims.get("sub").and_then(Value::as_str) {
+        if let Some(sub) = subject(claims) {
             let s = self.subjects.read().unwrap_or_else(|p| p.into_inner());
-            if let Some(e) = s.by_issuer.get(issuer).and_then(|subs| subs.get(sub)) {
+            if let Some(e) = s.by_issuer.get(issuer).and_then(|subs| subs.get(&*sub)) {
                 return e.until.is_none_or(|u| u > now) && issued_before_time(claims, e.before);
             }
         }
@@ -176,6 +176,16 @@ mod tests {
         assert!(!list.is_revoked("corp", &claims(json!({"sub": "alice", "iat": 100}))));
         assert!(!list.is_revoked("partners", &claims(json!({"sub": "alice", "iat": 1}))));
         assert!(!list.is_revoked("corp", &claims(json!({"sub": "bob", "iat": 1}))));
+        list.apply(&Revocation::Subject {
+            issuer: "corp".into(),
+            sub: "4711".into(),
+            issued_before: 100.0,
+            until: None,
+        });
+        assert!(
+            list.is_revoked("corp", &claims(json!({"sub": 4711, "iat": 99}))),
+            "a numeric sub matches by its decimal text"
+        );
     }
 
     #[test]

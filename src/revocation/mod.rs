@@ -61,7 +61,9 @@ impl Revocation {
     /// When the entry may be forgotten, seconds since the epoch.
     pub fn until(&self) -> Option<i64> {
         match self {
-            Revocation::Token { expires_at, .. } => Some(expires_at + KEPT_AFTER_EXPIRY),
+            Revocation::Token { expires_at, .. } => {
+                Some(expires_at.saturating_add(KEPT_AFTER_EXPIRY))
+            }
             Revocation::Subject { until, .. } => *until,
         }
     }
@@ -79,10 +81,20 @@ impl Revocation {
                 ..
             } => {
                 i == issuer
-                    && claims.get("sub").and_then(Value::as_str) == Some(sub.as_str())
+                    && subject(claims).as_deref() == Some(sub.as_str())
                     && issued_before_time(claims, *issued_before)
             }
         }
+    }
+}
+
+/// The token's `sub` as text: a string, or a number by its decimal text
+/// (some IdPs issue numeric user ids; a revocation body's `sub` is a string).
+pub(crate) fn subject(claims: &Map<String, Value>) -> Option<std::borrow::Cow<'_, str>> {
+    match claims.get("sub")? {
+        Value::String(s) => Some(s.as_str().into()),
+        Value::Number(n) => Some(n.to_string().into()),
+        _ => None,
     }
 }
 

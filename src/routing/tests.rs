@@ -66,7 +66,6 @@ fn dot_segments_in_any_spelling_are_refused() {
         "/public/%2e%2e/admin",
         "/public/.%2E/admin",
         "/public/%2E/admin",
-        "/public/..;/admin",
         "/public/..",
     ] {
         assert_eq!(normalise(p), Err(BadPath::DotSegment), "{p}");
@@ -148,7 +147,15 @@ fn host_and_methods_restrict_a_route() {
         None
     );
     assert_eq!(find(&t, &Method::GET, None, "/x"), None);
-    assert_eq!(find(&t, &Method::GET, Some("api.example.com"), "/x/"), None);
+    assert_eq!(
+        find(&t, &Method::GET, Some("api.example.com"), "/x/"),
+        Some("a"),
+        "one trailing slash is the same exact path"
+    );
+    assert_eq!(
+        find(&t, &Method::GET, Some("api.example.com"), "/x/y"),
+        None
+    );
 }
 
 #[test]
@@ -178,10 +185,37 @@ fn templates_bind_parameters_and_need_every_segment() {
 }
 
 #[test]
-fn host_of_strips_port_and_trailing_dot_and_lowers_case() {
-    assert_eq!(host_of("API.Example.com.:8443"), "api.example.com");
-    assert_eq!(host_of("[::1]:80"), "[::1]");
-    assert_eq!(host_of("[::1]"), "[::1]");
+fn exact_and_template_routes_also_match_one_trailing_slash() {
+    let t = RouteTable::new(vec![
+        route(
+            "tenant",
+            PathMatch::Template("/tenants/{tenant}/orders".into()),
+            None,
+            None,
+        ),
+        route("health", PathMatch::Exact("/health".into()), None, None),
+    ]);
+    let name = |path: &str| find(&t, &Method::GET, None, path);
+    assert_eq!(name("/tenants/acme/orders/"), Some("tenant"));
+    assert_eq!(name("/health/"), Some("health"));
+    assert_eq!(name("/health//"), None);
+    assert_eq!(name("/tenants/acme/orders//"), None);
+    assert_eq!(name("/healthx"), None);
+}
+
+#[test]
+fn semicolons_are_refused_in_any_spelling() {
+    for path in [
+        "/a;b",
+        "/public;x/admin",
+        "/a/%3B",
+        "/a/%3b/b",
+        "/..;/admin",
+    ] {
+        assert!(normalise(path).is_err(), "{path}");
+    }
+    assert_eq!(normalise("/a;b"), Err(BadPath::Semicolon));
+    assert_eq!(normalise("/a%3Bb"), Err(BadPath::Semicolon));
 }
 
 #[test]
