@@ -299,3 +299,21 @@ fn revocation_settings_are_checked() {
         ]
     );
 }
+
+#[test]
+fn an_issuer_with_keys_keeps_the_audience_rule_when_it_also_introspects() {
+    let introspection = "    introspection: { endpoint: \"https://idp.example.com/introspect\", client_id: gw, client_secret: s }\n";
+    let yaml = with_route(GOOD_ROUTE).replace("    audiences: [api]\n", introspection);
+    assert_eq!(
+        problems(&yaml),
+        [
+            "routes[0].auth.audiences: no audience for issuer \"corp\", so any audience would pass (audiences here or in issuers.corp.audiences)"
+        ]
+    );
+    // An issuer with nothing but introspection has no JWTs to check `aud` on.
+    let only = yaml.replace(
+        "    jwks_uri: \"https://idp.example.com/jwks.json\"\n    algorithms: [ES256]\n",
+        "",
+    );
+    assert_eq!(problems(&only), Vec::<String>::new());
+}

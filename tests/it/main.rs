@@ -6,6 +6,7 @@
 mod config;
 mod deploy;
 mod docs;
+mod edge;
 mod fuzz_corpus;
 mod hostile;
 mod introspection;

@@ -146,6 +146,54 @@ async fn a_subject_revocation_refuses_older_tokens_and_lets_new_ones_in() {
 }
 
 #[tokio::test]
+async fn revocation_times_past_the_year_9999_are_refused_and_numeric_subjects_match() {
+    let key = Signer::es256("k1");
+    let issuer = TestIssuer::spawn(&[&key]).await;
+    let up = Upstream::spawn().await;
+    let gw = TestGateway::start(&config(&issuer, &up, "", &admin_block("127.0.0.1:0"))).await;
+    let huge = token(&key, &issuer, json!({"jti": "huge"}));
+    for body in [
+        r#"{"jti":"huge","expires_at":9223372036854775807}"#,
+        r#"{"jti":"huge","expires_at":253402300800}"#,
+        r#"{"issuer":"idp","sub":"alice","issued_before":1e300}"#,
+        r#"{"issuer":"idp","sub":"alice","issued_before":1,"expires_at":9223372036854775807}"#,
+    ] {
+        let r = revoke(&gw.admin, Some(ADMIN_TOKEN), body).await;
+        assert_eq!(r.status(), 400, "{body}");
+        let text = r.text().await.unwrap();
+        assert!(text.contains("after the year 9999"), "{body}: {text}");
+    }
+    assert_eq!(
+        get(&gw.url, &huge).await.status(),
+        200,
+        "nothing half-revoked"
+    );
+    let body = r#"{"jti":"huge","expires_at":253402300799}"#;
+    assert_eq!(
+        revoke(&gw.admin, Some(ADMIN_TOKEN), body).await.status(),
+        204
+    );
+    assert_eq!(
+        get(&gw.url, &huge).await.status(),
+        401,
+        "the latest time revokes"
+    );
+
+    let numeric = token(&key, &issuer, json!({"sub": 4711, "iat": now() - 60}));
+    assert_eq!(get(&gw.url, &numeric).await.status(), 200);
+    let body = json!({"issuer": "idp", "sub": "4711", "issued_before": now()}).to_string();
+    assert_eq!(
+        revoke(&gw.admin, Some(ADMIN_TOKEN), &body).await.status(),
+        204
+    );
+    assert_eq!(
+        get(&gw.url, &numeric).await.status(),
+        401,
+        "a numeric sub is matched by its decimal text"
+    );
+}
+
+#[tokio::test]
 async fn the_admin_endpoint_wants_its_token_and_a_well_formed_body() {
     let key = Signer::es256("k1");
     let issuer = TestIssuer::spawn(&[&key]).await;
