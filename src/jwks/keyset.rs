@@ -76,6 +76,30 @@ impl VerifyKey {
         self.parsed.iter().find(|(a, _)| *a == alg).map(|(_, k)| k)
     }
 
+    /// Whether `signature_b64` (base64url, unpadded) is this key's signature
+    /// of `signing_input` under `alg`. The one place a signature is
+    /// checked: the key must fit `alg`, the signature must have exactly the
+    /// length `alg` gives with this key (DER-encoded ECDSA and truncated RSA
+    /// never reach the crypto), then aws-lc-rs (public keys, parsed when
+    /// the JWKS loaded) or jsonwebtoken (HMAC secrets) decides.
+    pub fn verifies(&self, alg: Algorithm, signing_input: &[u8], signature_b64: &str) -> bool {
+        if !self.fits(alg) {
+            return false;
+        }
+        let expected = self.signature_len(alg);
+        match self.parsed_for(alg) {
+            Some(public) => URL_SAFE_NO_PAD.decode(signature_b64).is_ok_and(|sig| {
+                sig.len() == expected && public.verify_sig(signing_input, &sig).is_ok()
+            }),
+            None => {
+                self.family == KeyFamily::Hmac
+                    && signature_b64.len() == (4 * expected).div_ceil(3)
+                    && jsonwebtoken::crypto::verify(signature_b64, signing_input, &self.key, alg)
+                        .unwrap_or(false)
+            }
+        }
+    }
+
     /// The exact signature length `alg` produces with this key.
     pub fn signature_len(&self, alg: Algorithm) -> usize {
         use Algorithm::*;

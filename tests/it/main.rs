@@ -9,6 +9,7 @@ mod docs;
 mod edge;
 mod fuzz_corpus;
 mod hostile;
+mod interop;
 mod introspection;
 mod jwks;
 mod jwt;
