@@ -16,7 +16,7 @@ use std::hint::black_box;
 use authgate::auth::identity;
 use authgate::config::RouteAuth;
 use authgate::gateway::Runtime;
-use authgate::proxy::headers::{ClientInfo, rewrite_request};
+use authgate::proxy::headers::{ClientInfo, Rewrite, rewrite_request};
 use authgate::routing::{self, Target};
 use http::{HeaderMap, HeaderValue, Method};
 
@@ -98,14 +98,24 @@ async fn one(rt: &Runtime, incoming: &HeaderMap, client: &ClientInfo) -> bool {
     let ids = identity::headers(&route.config.forward.headers, &verified.claims);
     // The server hands the gateway an owned header map; so does this.
     let mut headers = incoming.clone();
-    let host = headers.get("host").cloned();
+    let host = routing::request_host(
+        http::Version::HTTP_11,
+        &http::Uri::from_static("/"),
+        &headers,
+    )
+    .ok()
+    .flatten();
     rewrite_request(
         &mut headers,
-        &route.config.forward,
-        &ids,
-        client.clone(),
-        host,
-        &route.config.upstream.host,
+        Rewrite {
+            forward: &route.config.forward,
+            reserved: &rt.identity_names,
+            token_from: &policy.token_from,
+            identity: &ids,
+            client: client.clone(),
+            forwarded_host: host.as_ref().map(routing::RequestHost::header),
+            upstream_host: &route.config.upstream.host,
+        },
     );
     black_box(headers.len()) > 0
 }

@@ -309,10 +309,8 @@ async fn background(cache: Weak<KeyCache>) {
 
 /// Kids looked up in vain, each kept for `ttl`; bounded in bytes, not count.
 fn unknown_kid_cache(ttl: Duration) -> moka::sync::Cache<Box<str>, ()> {
-    moka::sync::Cache::builder()
-        .weigher(|kid: &Box<str>, _: &()| {
-            u32::try_from(kid.len() + UNKNOWN_KID_OVERHEAD).unwrap_or(u32::MAX)
-        })
+    moka::sync::Cache::<Box<str>, ()>::builder()
+        .weigher(|kid, _| u32::try_from(kid.len() + UNKNOWN_KID_OVERHEAD).unwrap_or(u32::MAX))
         .max_capacity(UNKNOWN_KIDS_BYTES)
         .time_to_live(ttl)
         .build()
