@@ -9,7 +9,7 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
@@ -30,9 +30,21 @@ pub const METRICS: &str = "/metrics";
 /// Revocation path.
 pub const REVOCATIONS: &str = "/revocations";
 
-/// Serves admin requests until the task is dropped.
+/// Admin connections served at once; more wait in the listen backlog, so
+/// a flood of scrapers or idle sockets can never take the process's
+/// descriptors (the proxy listener has its own `max_connections`).
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// Serves admin requests until the task is dropped. Each connection must
+/// send its request head within the proxy's `server.header_read_timeout`
+/// (the same rule as on the proxy port), and at most [`MAX_CONNECTIONS`]
+/// are served at once.
 pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
         let (tcp, _) = match listener.accept().await {
             Ok(x) => x,
             Err(_) => {
@@ -42,13 +54,30 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener) {
         };
         let gateway = gateway.clone();
         tokio::spawn(async move {
+            let _slot = slot;
+            let read_timeout = gateway.runtime().config.server.header_read_timeout;
             let service = service_fn(move |req| {
                 let gateway = gateway.clone();
                 async move { Ok::<_, Infallible>(answer(&gateway, req).await) }
             });
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tcp), service)
-                .await;
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(read_timeout);
+            // A connection that never sends a byte (or an HTTP/2 preface
+            // and nothing else) is closed after the same time.
+            let first_bytes = async {
+                let mut byte = [0u8; 1];
+                tcp.peek(&mut byte).await
+            };
+            if !matches!(
+                tokio::time::timeout(read_timeout, first_bytes).await,
+                Ok(Ok(1..))
+            ) {
+                return;
+            }
+            let _ = builder.serve_connection(TokioIo::new(tcp), service).await;
         });
     }
 }

@@ -424,11 +424,25 @@ async fn a_kid_over_256_bytes_is_malformed() {
 #[tokio::test]
 async fn a_malformed_chunked_body_is_a_400_not_an_upstream_failure() {
     let s = setup().await;
-    let r = s
-        .raw("POST /public/upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\nzz\r\nbad\r\n0\r\n\r\n")
-        .await;
-    assert_eq!(r.status, 400, "{r:?}");
-    assert!(r.body.contains("invalid_request"), "{r:?}");
+    let head = "POST /public/upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+    let long_extension = format!("5;{}\r\nhello\r\n0\r\n\r\n", "x".repeat(70_000));
+    for (what, body) in [
+        (
+            "bad chunk size",
+            "5\r\nhello\r\nzz\r\nbad\r\n0\r\n\r\n".to_owned(),
+        ),
+        ("bare LF", "5\nhello\n0\n\n".to_owned()),
+        ("oversized chunk extension", long_extension),
+    ] {
+        let r = s.raw(&format!("{head}{body}")).await;
+        assert_eq!(r.status, 400, "{what}: {r:?}");
+        assert!(r.body.contains("invalid_request"), "{what}: {r:?}");
+    }
+    let metrics = s.gw.metrics().await;
+    assert!(
+        !metrics.contains(r#"status="502""#),
+        "no client error counted as an upstream failure: {metrics}"
+    );
 }
 
 /// An upstream that answers every request at once and reads its body
@@ -484,4 +498,28 @@ async fn a_client_trickling_its_body_never_holds_up_the_next_request() {
         assert_eq!(r.body, "ok");
     }
     drop(slow);
+}
+
+#[tokio::test]
+async fn the_admin_listener_closes_connections_that_dawdle_over_their_head() {
+    let up = Upstream::spawn().await;
+    let gw = TestGateway::start(&format!(
+        "server: {{ listen: \"127.0.0.1:0\", header_read_timeout: 500ms }}\nroutes:\n  - name: all\n    match: {{ path_prefix: / }}\n    upstream: \"{}\"\n    auth: public\n",
+        up.url()
+    ))
+    .await;
+    for opening in [&b""[..], b"GET /healthz HTTP/1.1\r\nHost: a\r\n"] {
+        let mut tcp = tokio::net::TcpStream::connect(gw.running.admin_addr)
+            .await
+            .unwrap();
+        tcp.write_all(opening).await.unwrap();
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut rest)).await;
+        assert!(
+            closed.is_ok(),
+            "an admin connection sending {opening:?} must be closed after header_read_timeout"
+        );
+    }
+    let r = reqwest::get(format!("{}/healthz", gw.admin)).await.unwrap();
+    assert_eq!(r.status(), 200, "prompt clients are served");
 }
