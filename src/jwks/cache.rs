@@ -272,15 +272,18 @@ impl KeyCache {
                 f.get_json(&url).await?
             }
             (KeySource::JwksFile(path), _) => super::fetch::Document {
-                body: tokio::fs::read(path)
-                    .await
-                    .map_err(|e| FetchError::File(e.kind()))?
-                    .into(),
+                body: read_capped(path).await?.into(),
                 max_age: None,
             },
             _ => return Err(FetchError::Invalid("issuer has no key document")),
         };
         let keys = KeySet::from_jwks(&self.issuer.name, &doc.body).map_err(FetchError::Invalid)?;
+        // An IdP answering `{"keys":[]}` (or only keys we cannot use) must
+        // not replace good keys: it is a failed fetch, and stale_if_error
+        // applies as for any other.
+        if keys.is_empty() {
+            return Err(FetchError::Invalid("the JWKS holds no usable key"));
+        }
         Ok((keys, doc.max_age))
     }
 
@@ -293,6 +296,25 @@ impl KeyCache {
             _ => retry,
         }
     }
+}
+
+/// A `jwks_file`, read whole only when it is at most the size a fetched
+/// document may have.
+async fn read_capped(path: &std::path::Path) -> Result<Vec<u8>, FetchError> {
+    use tokio::io::AsyncReadExt;
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| FetchError::File(e.kind()))?;
+    let mut body = Vec::new();
+    let cap = super::fetch::MAX_DOCUMENT_BYTES as u64;
+    file.take(cap + 1)
+        .read_to_end(&mut body)
+        .await
+        .map_err(|e| FetchError::File(e.kind()))?;
+    if body.len() as u64 > cap {
+        return Err(FetchError::TooLarge);
+    }
+    Ok(body)
 }
 
 async fn background(cache: Weak<KeyCache>) {

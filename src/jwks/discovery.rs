@@ -32,14 +32,53 @@ pub fn parse(body: &[u8], issuer: &str) -> Result<String, FetchError> {
     if doc.issuer != issuer {
         return Err(FetchError::IssuerMismatch { found: doc.issuer });
     }
-    if !(doc.jwks_uri.starts_with("https://") || doc.jwks_uri.starts_with("http://")) {
-        return Err(FetchError::Invalid("jwks_uri is not an http(s) URL"));
+    if !(doc.jwks_uri.starts_with("https://") || loopback_http(&doc.jwks_uri)) {
+        return Err(FetchError::Invalid(
+            "jwks_uri must be https:// (plain http:// only on a loopback host)",
+        ));
     }
     Ok(doc.jwks_uri)
 }
 
+/// `http://` to 127.0.0.0/8, `[::1]` or `localhost`: a sidecar IdP in the
+/// same pod. Anywhere else, keys over plain HTTP can be replaced on the way.
+fn loopback_http(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.contains('@') {
+        return false;
+    }
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.split(':').next().unwrap_or(""),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn plain_http_key_urls_are_refused_off_loopback() {
+        for (url, ok) in [
+            ("https://idp.example/jwks", true),
+            ("http://127.0.0.1:8080/jwks", true),
+            ("http://[::1]:80/jwks", true),
+            ("http://localhost/jwks", true),
+            ("http://idp.example/jwks", false),
+            ("http://10.0.0.1/jwks", false),
+            ("http://127.0.0.1@evil.example/jwks", false),
+            ("ftp://127.0.0.1/jwks", false),
+        ] {
+            let doc = format!(r#"{{"issuer":"i","jwks_uri":"{url}"}}"#);
+            assert_eq!(super::parse(doc.as_bytes(), "i").is_ok(), ok, "{url}");
+        }
+    }
+
     #[test]
     fn discovery_url_ignores_a_trailing_slash() {
         assert_eq!(

@@ -10,7 +10,8 @@ use crate::config::ConfigProblem;
 /// Time allowed for one fetch, connect included.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest document accepted.
-const MAX_DOCUMENT_BYTES: usize = 512 * 1024;
+/// Largest key or discovery document accepted, fetched or read from a file.
+pub const MAX_DOCUMENT_BYTES: usize = 512 * 1024;
 
 /// Why a fetch failed (logged and counted; never shown to clients).
 #[derive(Debug, thiserror::Error)]

@@ -154,21 +154,34 @@ impl KeySet {
         }
         let doc: Doc = serde_json::from_slice(bytes)
             .map_err(|_| "not a JWKS document (a JSON object with a keys array)")?;
-        let mut keys: Vec<Arc<VerifyKey>> = Vec::with_capacity(doc.keys.len());
+        let mut keys: Vec<Arc<VerifyKey>> = Vec::with_capacity(doc.keys.len().min(64));
+        // One summary line per document, not one per skipped key: a junk
+        // JWKS of 512 KiB would otherwise write a line per entry per refresh.
+        let mut skipped = 0usize;
+        let mut first_skipped: Option<(usize, &'static str)> = None;
         for (i, jwk) in doc.keys.iter().enumerate() {
-            match parse_jwk(jwk) {
+            let why = match parse_jwk(jwk) {
+                Ok(key) if key.kid.is_some() && keys.iter().any(|k| k.kid == key.kid) => {
+                    "duplicate kid (the first is kept)"
+                }
                 Ok(key) => {
-                    if key.kid.is_some() && keys.iter().any(|k| k.kid == key.kid) {
-                        tracing::warn!(issuer, index = i, kid = ?key.kid, "duplicate kid in JWKS; keeping the first");
-                        continue;
-                    }
                     keys.push(Arc::new(key));
+                    continue;
                 }
-                Err(why) => {
-                    let kid = jwk.get("kid").and_then(Value::as_str);
-                    tracing::warn!(issuer, index = i, kid, why, "skipping JWK");
-                }
-            }
+                Err(why) => why,
+            };
+            skipped += 1;
+            first_skipped.get_or_insert((i, why));
+        }
+        if let Some((index, why)) = first_skipped {
+            tracing::warn!(
+                issuer,
+                skipped,
+                usable = keys.len(),
+                first_index = index,
+                first_reason = why,
+                "skipped JWKs in the key document"
+            );
         }
         Ok(Self { keys })
     }
@@ -370,6 +383,41 @@ mod tests {
 
     const EC: &str = r#"{"kty":"EC","crv":"P-256","kid":"e1","use":"sig",
         "x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}"#;
+
+    /// Counts the lines a closure logs.
+    fn log_lines(f: impl FnOnce()) -> usize {
+        #[derive(Clone, Default)]
+        struct Lines(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Lines {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let text = lines.0.lock().unwrap().clone();
+        text.iter().filter(|b| **b == b'\n').count()
+    }
+
+    #[test]
+    fn a_junk_document_logs_one_summary_line_not_one_per_key() {
+        let junk: Vec<String> = (0..5_000)
+            .map(|i| format!(r#"{{"kty":"XX","kid":"k{i}"}}"#))
+            .collect();
+        let doc = format!(r#"{{"keys":[{},{EC}]}}"#, junk.join(","));
+        let mut set = None;
+        let lines = log_lines(|| set = Some(KeySet::from_jwks("idp", doc.as_bytes()).unwrap()));
+        assert_eq!(lines, 1);
+        assert_eq!(set.unwrap().len(), 1, "the usable key is kept");
+    }
 
     #[test]
     fn keys_verify_only_their_own_family_and_alg() {

@@ -262,3 +262,62 @@ async fn a_jwks_file_is_loaded_and_non_json_answers_are_refused() {
         503
     );
 }
+
+#[tokio::test]
+async fn a_jwks_with_no_usable_key_is_a_failed_fetch_and_the_good_keys_keep_serving() {
+    let k1 = Signer::es256("k1");
+    let (issuer, _up, gw) = setup(
+        &[&k1],
+        "ttl: 1s, min_refresh_interval: 1s, stale_if_error: 1h",
+    )
+    .await;
+    let token = k1.token("ES256", json!({}), &issuer.claims());
+    assert_eq!(status(&gw, &token).await.0, 200);
+    for junk in [
+        json!({"keys": []}),
+        json!({"keys": [{"kty": "oct", "k": "c2VjcmV0"}, {"kty": "XX"}]}),
+    ] {
+        issuer.state.lock().unwrap().jwks = junk;
+        let before = issuer.fetches();
+        eventually("two more refreshes", async || {
+            issuer.fetches() >= before + 2
+        })
+        .await;
+        assert_eq!(
+            status(&gw, &token).await.0,
+            200,
+            "the last good keys keep serving"
+        );
+    }
+    let metrics = gw.metrics().await;
+    assert!(
+        metrics.contains(r#"authgate_jwks_refresh_total{issuer="idp",result="error"}"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_jwks_file_over_512_kib_is_refused() {
+    let k1 = Signer::es256("k1");
+    let dir = crate::support::temp_dir("jwks-big");
+    let padding: Vec<serde_json::Value> = (0..12_000)
+        .map(|i| json!({"kty": "XX", "kid": format!("junk-{i:040}")}))
+        .collect();
+    let mut keys = vec![k1.jwk()];
+    keys.extend(padding);
+    let doc = json!({ "keys": keys }).to_string();
+    assert!(doc.len() > 512 * 1024);
+    std::fs::write(dir.join("keys.json"), doc).unwrap();
+    let issuer = TestIssuer::spawn(&[]).await;
+    let up = Upstream::spawn().await;
+    let gw =
+        TestGateway::start_unready(&yaml(&issuer, &up, "", "jwks_file: keys.json"), &dir).await;
+    let readyz = format!("{}/readyz", gw.admin);
+    eventually("readyz naming the oversized file", async || {
+        let r = reqwest::get(&readyz).await.unwrap();
+        r.status() == 503 && r.text().await.unwrap().contains("larger than")
+    })
+    .await;
+    let token = k1.token("ES256", json!({}), &issuer.claims());
+    assert_eq!(status(&gw, &token).await.0, 503);
+}
