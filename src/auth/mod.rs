@@ -63,7 +63,7 @@ pub struct Authenticator {
     /// one keyed hash, with no SHA-256 on the hot path. foldhash rather than
     /// SipHash: a token is some 600 bytes, and only tokens whose signature
     /// verified are ever inserted, so a client cannot choose colliding keys.
-    verified: moka::sync::Cache<Box<[u8]>, Arc<Verified>, foldhash::quality::RandomState>,
+    verified: VerifiedCache,
     revocations: Arc<Revocations>,
     cache_hits: Counter,
     cache_misses: Counter,
@@ -86,9 +86,49 @@ impl std::fmt::Debug for Authenticator {
     }
 }
 
+/// An entry's weight: the token's bytes plus what its decoded claims hold
+/// on the heap (a 16 KiB token of 1,150 tiny claims holds some 80 KB of
+/// maps and strings, so weighing the token alone let 64 MiB become 647 MB).
 #[allow(clippy::borrowed_box)] // moka's weigher signature
-fn weigh(token: &Box<[u8]>, _: &Arc<Verified>) -> u32 {
-    u32::try_from(token.len() + VERIFIED_ENTRY_OVERHEAD).unwrap_or(u32::MAX)
+fn weigh(token: &Box<[u8]>, verified: &Arc<Verified>) -> u32 {
+    let claims: usize = verified
+        .claims
+        .iter()
+        .map(|(k, v)| MAP_ENTRY_BYTES + k.len() + value_bytes(v))
+        .sum();
+    u32::try_from(token.len() + VERIFIED_ENTRY_OVERHEAD + claims).unwrap_or(u32::MAX)
+}
+
+/// A JSON value and a map entry's share of its `BTreeMap` node, on the
+/// high side (serde_json's `Value` is 32 bytes, a `String` 24).
+const VALUE_BYTES: usize = 32;
+const MAP_ENTRY_BYTES: usize = 24 + VALUE_BYTES + 48;
+
+/// What a claim value holds on the heap beyond its own slot, estimated.
+fn value_bytes(value: &serde_json::Value) -> usize {
+    use serde_json::Value;
+    match value {
+        Value::Null | Value::Bool(_) | Value::Number(_) => 0,
+        Value::String(s) => s.capacity(),
+        Value::Array(items) => items.iter().map(|v| VALUE_BYTES + value_bytes(v)).sum(),
+        Value::Object(map) => map
+            .iter()
+            .map(|(k, v)| MAP_ENTRY_BYTES + k.len() + value_bytes(v))
+            .sum(),
+    }
+}
+
+type VerifiedCache = moka::sync::Cache<Box<[u8]>, Arc<Verified>, foldhash::quality::RandomState>;
+
+/// The verified-token cache: bounded by weight (see [`weigh`]), each entry
+/// gone at its token's `exp`.
+fn verified_cache() -> VerifiedCache {
+    moka::sync::Cache::builder()
+        .max_capacity(VERIFIED_CACHE_BYTES)
+        .weigher(weigh)
+        .expire_after(UntilExp)
+        .support_invalidation_closures()
+        .build_with_hasher(foldhash::quality::RandomState::default())
 }
 
 struct UntilExp;
@@ -144,12 +184,7 @@ impl Authenticator {
                     .collect(),
             })
             .collect();
-        let verified = moka::sync::Cache::builder()
-            .max_capacity(VERIFIED_CACHE_BYTES)
-            .weigher(weigh)
-            .expire_after(UntilExp)
-            .support_invalidation_closures()
-            .build_with_hasher(foldhash::quality::RandomState::default());
+        let verified = verified_cache();
         let cache_hits = metrics
             .verified_cache
             .get_or_create(&ResultLabel { result: "hit" })
@@ -264,5 +299,48 @@ impl Authenticator {
         let _ = self
             .verified
             .invalidate_entries_if(move |_, v| revocation.covers(&v.issuer, &v.claims));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::OnceLock;
+
+    fn heavy(claims: usize) -> Arc<Verified> {
+        let mut map = serde_json::Map::new();
+        for i in 0..claims {
+            map.insert(format!("c{i}"), serde_json::Value::from(i));
+        }
+        Arc::new(Verified {
+            issuer: "idp".into(),
+            kid: None,
+            key_id: [0; 32],
+            claims: map,
+            exp: verify::now() + 3600.0,
+            digest: [0; 32],
+            identity: OnceLock::new(),
+        })
+    }
+
+    #[test]
+    fn tokens_with_thousands_of_claims_are_weighed_by_what_they_hold() {
+        let cache = verified_cache();
+        let entry = heavy(1_150);
+        let token: Box<[u8]> = vec![b'a'; 16 * 1024].into();
+        // 647 MB held by 8,000 such entries was measured: about 81 KB each.
+        assert!(weigh(&token, &entry) >= 81_000, "{}", weigh(&token, &entry));
+        for i in 0..8_000u32 {
+            let mut key = token.to_vec();
+            key[..4].copy_from_slice(&i.to_le_bytes());
+            cache.insert(key.into(), entry.clone());
+        }
+        cache.run_pending_tasks();
+        assert!(cache.weighted_size() <= VERIFIED_CACHE_BYTES);
+        assert!(
+            cache.entry_count() <= VERIFIED_CACHE_BYTES / 81_000,
+            "{} entries kept",
+            cache.entry_count()
+        );
     }
 }
