@@ -263,10 +263,29 @@ pub async fn reload(gateway: &Arc<Gateway>, path: &Path) {
             if old.config.server.workers != loaded.config.server.workers {
                 tracing::warn!("server.workers changes only on restart");
             }
-            gateway.reload(loaded.config).map_err(|p| vec![p])
+            if old.config.server.max_connections != loaded.config.server.max_connections {
+                tracing::warn!("server.max_connections changes only on restart");
+            }
+            // Whatever goes wrong in building the next runtime, a panic
+            // included, the running one keeps serving.
+            let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                gateway.reload(loaded.config)
+            }));
+            match built {
+                Ok(result) => result.map_err(|p| vec![p]),
+                Err(_) => Err(vec![config::ConfigProblem::new(
+                    "(config)",
+                    "building the new configuration failed unexpectedly (a panic)",
+                    "a configuration authgate check accepts; please report this",
+                )]),
+            }
         }
         Ok(Err(problems)) => Err(problems),
-        Err(_) => Err(vec![]),
+        Err(_) => Err(vec![config::ConfigProblem::new(
+            "(config)",
+            "reading the configuration failed unexpectedly (a panic)",
+            "a configuration authgate check accepts; please report this",
+        )]),
     };
     let label = match result {
         Ok(()) => {

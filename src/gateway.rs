@@ -67,19 +67,19 @@ impl Runtime {
             if let Some(i) = introspector {
                 introspectors.insert(issuer.name.clone(), i);
             }
-            let reused = previous
+            let older = previous
                 .and_then(|p| p.keys.get(&issuer.name))
-                .filter(|k| **k.issuer() == **issuer)
-                .cloned();
-            let cache = match reused {
-                Some(c) => c,
+                .filter(|k| k.same_source(issuer));
+            let cache = match older {
+                Some(k) if **k.issuer() == **issuer => k.clone(),
+                Some(k) => Arc::new(KeyCache::carrying(issuer.clone(), k, metrics.clone())?),
                 None => Arc::new(KeyCache::new(issuer.clone(), metrics.clone())?),
             };
             keys.insert(issuer.name.clone(), cache);
         }
         let revocations = match previous.map(|p| &p.revocations) {
             Some(r) if *r.config() == config.revocation => r.clone(),
-            _ => Arc::new(Revocations::new(&config.revocation)?),
+            other => Arc::new(Revocations::new(&config.revocation, other.map(|r| &**r))?),
         };
         let routes = std::mem::take(&mut config.routes);
         let identity_names = IdentityNames::new(routes.iter().map(|r| &r.forward));
@@ -135,11 +135,12 @@ impl Runtime {
     /// and the revocation store's subscription.
     pub fn start_background(&self) {
         self.revocations.start();
+        // Each cache starts once (its background refresh runs for as long
+        // as a runtime holds it); a cache carried over with its keys only
+        // needs the refresh.
         for cache in self.keys.values() {
-            if !cache.ready() {
-                let cache = cache.clone();
-                tokio::spawn(async move { cache.start().await });
-            }
+            let cache = cache.clone();
+            tokio::spawn(async move { cache.start().await });
         }
     }
 }

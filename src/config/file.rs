@@ -103,6 +103,8 @@ pub struct RevocationFile {
     pub store: Option<String>,
     pub redis_url: Option<String>,
     pub on_store_error: Option<String>,
+    pub ca_file: Option<String>,
+    pub store_grace: Option<String>,
 }
 
 /// One entry of `routes:`.

@@ -269,6 +269,11 @@ pub struct RevocationConfig {
     pub store: RevocationStore,
     /// Fail closed (`true`, the default) or open while the store is down.
     pub deny_on_store_error: bool,
+    /// Extra CA for a `rediss://` store (besides the system roots).
+    pub ca_file: Option<PathBuf>,
+    /// How long a lost subscription may stay lost before `on_store_error`
+    /// applies (a brief drop must not turn every request into a 503).
+    pub store_grace: Duration,
 }
 
 /// How a route matches the request path.
@@ -338,6 +343,9 @@ pub enum RouteAuth {
     /// Authenticate with this policy.
     Protected(Policy),
 }
+
+/// The largest `leeway` an issuer may set (CONTRACT §8.1b).
+pub const MAX_LEEWAY: Duration = Duration::from_secs(300);
 
 /// `routes[i].forward`
 #[derive(Debug, Clone, PartialEq)]

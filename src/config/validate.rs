@@ -113,7 +113,19 @@ impl Validator<'_> {
         match text {
             None => default,
             Some(t) => match parse_duration(t) {
-                Some(d) => d,
+                Some(d) => {
+                    let key = path.rsplit('.').next().unwrap_or(path);
+                    let max = max_duration(key);
+                    if d > max {
+                        self.problem(
+                            path,
+                            format!("{t} is more than the largest allowed, {}", show(max)),
+                            format!("at most {}", show(max)),
+                        );
+                        return default;
+                    }
+                    d
+                }
                 None => {
                     self.problem(
                         path,
@@ -267,17 +279,14 @@ impl Validator<'_> {
         let store = match f.store.as_deref().unwrap_or("memory") {
             "memory" => RevocationStore::Memory,
             "redis" => match f.redis_url {
-                Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {
-                    RevocationStore::Redis(url)
-                }
-                Some(url) => {
-                    self.problem(
-                        "revocation.redis_url",
-                        format!("{url:?} is not a redis URL"),
-                        "redis://HOST:PORT or rediss://HOST:PORT",
-                    );
-                    RevocationStore::Memory
-                }
+                // Parsed exactly as `run` will (the same function).
+                Some(url) => match crate::revocation::redis::client(&url, None) {
+                    Ok(_) => RevocationStore::Redis(url),
+                    Err(p) => {
+                        self.problems.push(p);
+                        RevocationStore::Memory
+                    }
+                },
                 None => {
                     self.problem(
                         "revocation.redis_url",
@@ -308,9 +317,17 @@ impl Validator<'_> {
                 true
             }
         };
+        let ca_file = f.ca_file.map(|c| self.file("revocation.ca_file", &c));
+        let store_grace = self.duration(
+            "revocation.store_grace",
+            f.store_grace.as_deref(),
+            Duration::from_secs(5),
+        );
         Some(RevocationConfig {
             store,
             deny_on_store_error,
+            ca_file,
+            store_grace,
         })
     }
 
@@ -1104,4 +1121,34 @@ pub fn normalise_typ(typ: &str) -> String {
         .strip_prefix("application/")
         .map(str::to_owned)
         .unwrap_or(lower)
+}
+
+/// The largest value each duration key may take (CONTRACT §8.1b): past
+/// these a value is a typo or a way to switch a check off, and some (a
+/// `min_refresh_interval` of 9,000,000 hours) overflow the clock arithmetic
+/// of the caches.
+pub fn max_duration(key: &str) -> Duration {
+    const M: u64 = 60;
+    const H: u64 = 3600;
+    Duration::from_secs(match key {
+        "leeway" => super::MAX_LEEWAY.as_secs(),
+        "header_read_timeout" | "connect_timeout" | "store_grace" => 5 * M,
+        "min_refresh_interval" | "drain_timeout" | "timeout" => H,
+        "idle_timeout" | "ttl" | "cache_ttl" => 24 * H,
+        "stale_if_error" => 7 * 24 * H,
+        "max_lifetime" => 30 * 24 * H,
+        _ => 24 * H,
+    })
+}
+
+/// `90s`, `5m`, `24h`: a bound as an operator would write it.
+fn show(d: Duration) -> String {
+    let s = d.as_secs();
+    if s % 3600 == 0 {
+        format!("{}h", s / 3600)
+    } else if s % 60 == 0 {
+        format!("{}m", s / 60)
+    } else {
+        format!("{s}s")
+    }
 }

@@ -30,7 +30,7 @@ const UNKNOWN_KIDS_BYTES: u64 = 1024 * 1024;
 /// (an estimate on the high side).
 const UNKNOWN_KID_OVERHEAD: usize = 96;
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct State {
     keys: Option<Arc<KeySet>>,
     loaded_at: Option<Instant>,
@@ -52,6 +52,10 @@ pub struct KeyCache {
     refresh: tokio::sync::Mutex<()>,
     unknown_kids: moka::sync::Cache<Box<str>, ()>,
     metrics: Arc<Metrics>,
+    /// SHA-256 of the `ca_file`'s content when the cache was built: a
+    /// reload that keeps the path but changes the file builds a new client.
+    ca_digest: Option<[u8; 32]>,
+    started: std::sync::atomic::AtomicBool,
 }
 
 impl KeyCache {
@@ -81,13 +85,43 @@ impl KeyCache {
         );
         Ok(Self {
             name: Name(issuer.name.as_str().into()),
+            ca_digest: ca_digest(&issuer),
             issuer,
             fetcher,
             state: RwLock::new(state),
             refresh: tokio::sync::Mutex::new(()),
             unknown_kids,
             metrics,
+            started: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// A cache for `issuer` that starts with `older`'s keys (and their age):
+    /// for a reload that changed only rules the keys do not depend on
+    /// (`leeway`, `audiences`, `algorithms`, ...). Keys kept alive by
+    /// `stale_if_error` during an IdP outage stay alive.
+    pub fn carrying(
+        issuer: Arc<IssuerConfig>,
+        older: &KeyCache,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, crate::config::ConfigProblem> {
+        let mut cache = Self::new(issuer, metrics)?;
+        let mut state = older.read().clone();
+        state.generation = 0;
+        *cache.state.get_mut().unwrap_or_else(|p| p.into_inner()) = state;
+        Ok(cache)
+    }
+
+    /// Whether this cache's keys are the keys `issuer` would load: the same
+    /// issuer, key source, cache settings and CA file (path and content).
+    pub fn same_source(&self, issuer: &IssuerConfig) -> bool {
+        let mine = &self.issuer;
+        mine.name == issuer.name
+            && mine.issuer == issuer.issuer
+            && mine.keys == issuer.keys
+            && mine.jwks_cache == issuer.jwks_cache
+            && mine.ca_file == issuer.ca_file
+            && self.ca_digest == ca_digest(issuer)
     }
 
     /// The issuer this cache serves.
@@ -98,10 +132,12 @@ impl KeyCache {
     /// Loads the keys once and keeps them fresh in the background for as
     /// long as the cache is alive.
     pub async fn start(self: &Arc<Self>) {
-        if !self.needs_fetching() {
+        if !self.needs_fetching() || self.started.swap(true, std::sync::atomic::Ordering::AcqRel) {
             return;
         }
-        self.refresh_once(self.generation()).await;
+        if self.read().keys.is_none() {
+            self.refresh_once(self.generation()).await;
+        }
         let weak = Arc::downgrade(self);
         tokio::spawn(background(weak));
     }
@@ -296,6 +332,13 @@ impl KeyCache {
             _ => retry,
         }
     }
+}
+
+/// SHA-256 of the issuer's `ca_file`, if it has one that can be read.
+fn ca_digest(issuer: &IssuerConfig) -> Option<[u8; 32]> {
+    let bytes = std::fs::read(issuer.ca_file.as_ref()?).ok()?;
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes);
+    d.as_ref().try_into().ok()
 }
 
 /// A `jwks_file`, read whole only when it is at most the size a fetched

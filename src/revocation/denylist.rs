@@ -77,12 +77,13 @@ impl DenyList {
                         before: *issued_before,
                         until: *until,
                     });
-                if *issued_before >= entry.before {
-                    *entry = SubjectEntry {
-                        before: *issued_before,
-                        until: *until,
-                    };
-                }
+                // The later cutoff and the longer keep: a later revocation
+                // never shortens an earlier one (none means for good).
+                entry.before = entry.before.max(*issued_before);
+                entry.until = match (entry.until, *until) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    _ => None,
+                };
                 s.inserted += 1;
                 if s.inserted % SWEEP_EVERY == 0 {
                     for subs in s.by_issuer.values_mut() {
@@ -113,6 +114,38 @@ impl DenyList {
             }
         }
         false
+    }
+
+    /// Copies every entry of `older` into this list (a reload that changes
+    /// `revocation:` builds a new list: nothing revoked may be forgotten).
+    pub fn carry_over(&self, older: &DenyList) {
+        if !older.any.load(Ordering::Acquire) {
+            return;
+        }
+        {
+            let from = older.tokens.read().unwrap_or_else(|p| p.into_inner());
+            let mut to = self.tokens.write().unwrap_or_else(|p| p.into_inner());
+            for (jti, until) in &from.by_jti {
+                let slot = to.by_jti.entry(jti.clone()).or_insert(*until);
+                *slot = (*slot).max(*until);
+            }
+        }
+        {
+            let from = older.subjects.read().unwrap_or_else(|p| p.into_inner());
+            let mut to = self.subjects.write().unwrap_or_else(|p| p.into_inner());
+            for (issuer, subs) in &from.by_issuer {
+                let into = to.by_issuer.entry(issuer.clone()).or_default();
+                for (sub, e) in subs {
+                    let entry = into.entry(sub.clone()).or_insert(*e);
+                    entry.before = entry.before.max(e.before);
+                    entry.until = match (entry.until, e.until) {
+                        (Some(a), Some(b)) => Some(a.max(b)),
+                        _ => None,
+                    };
+                }
+            }
+        }
+        self.any.store(true, Ordering::Release);
     }
 
     /// Entries held (tokens, subjects), expired ones not yet swept included.
@@ -186,6 +219,34 @@ mod tests {
             list.is_revoked("corp", &claims(json!({"sub": 4711, "iat": 99}))),
             "a numeric sub matches by its decimal text"
         );
+    }
+
+    #[test]
+    fn a_later_subject_revocation_never_shortens_an_earlier_one() {
+        let list = DenyList::default();
+        let at = |before: f64, until: Option<i64>| Revocation::Subject {
+            issuer: "corp".into(),
+            sub: "alice".into(),
+            issued_before: before,
+            until,
+        };
+        list.apply(&at(100.0, None));
+        list.apply(&at(200.0, Some(now() - 1 + 2)));
+        let old = claims(json!({"sub": "alice", "iat": 150}));
+        assert!(list.is_revoked("corp", &old));
+        let kept = |list: &DenyList| {
+            let s = list.subjects.read().unwrap();
+            s.by_issuer["corp"]["alice"].until
+        };
+        assert_eq!(
+            kept(&list),
+            None,
+            "the first revocation kept alice out for good; the second must not end that"
+        );
+        let copy = DenyList::default();
+        copy.carry_over(&list);
+        assert!(copy.is_revoked("corp", &old), "carried over whole");
+        assert_eq!(kept(&copy), None);
     }
 
     #[test]

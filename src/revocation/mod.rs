@@ -29,7 +29,7 @@ use crate::config::{ConfigProblem, RevocationConfig, RevocationStore};
 
 /// A jti revocation is kept this long past the token's `expires_at`, so
 /// a token still accepted within an issuer's leeway stays refused.
-pub const KEPT_AFTER_EXPIRY: i64 = 3600;
+pub const KEPT_AFTER_EXPIRY: i64 = 3600 + crate::config::MAX_LEEWAY.as_secs() as i64;
 
 /// One revocation, as stored in Redis and published to every replica.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -139,12 +139,25 @@ pub struct Revocations {
 }
 
 impl Revocations {
-    /// Builds the store named in the config; nothing connects until [`Revocations::start`].
-    pub fn new(config: &RevocationConfig) -> Result<Self, ConfigProblem> {
+    /// Builds the store named in the config, with every entry of `previous`
+    /// carried over (a reload never forgets a revocation); nothing connects
+    /// until [`Revocations::start`].
+    pub fn new(
+        config: &RevocationConfig,
+        previous: Option<&Revocations>,
+    ) -> Result<Self, ConfigProblem> {
         let list = Arc::new(DenyList::default());
+        if let Some(p) = previous {
+            list.carry_over(&p.list);
+        }
         let store: Box<dyn Store> = match &config.store {
             RevocationStore::Memory => Box::new(memory::MemoryStore::new(list.clone())),
-            RevocationStore::Redis(url) => Box::new(redis::RedisStore::new(url, list.clone())?),
+            RevocationStore::Redis(url) => Box::new(redis::RedisStore::new(
+                url,
+                config.ca_file.as_deref(),
+                config.store_grace,
+                list.clone(),
+            )?),
         };
         Ok(Self {
             config: config.clone(),

@@ -8,6 +8,7 @@
 //! Keys: `authgate:revoked:jti:{jti}` holds the token's `exp`;
 //! `authgate:revoked:sub:["{issuer}","{sub}"]` holds `issued_before`.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -33,39 +34,141 @@ const PING_EVERY: Duration = Duration::from_secs(1);
 /// Pause between reconnection attempts.
 const RECONNECT_EVERY: Duration = Duration::from_millis(250);
 
-/// Keeps the larger `issued_before`, sets the expiry, publishes: one step.
+/// Keeps the larger value (`issued_before`, or a token's `exp`) and the
+/// later expiry (none beats any), publishes: one step. A later revocation
+/// never shortens an earlier one.
 const REVOKE_SCRIPT: &str = r"
 local old = redis.call('GET', KEYS[1])
-if (not old) or tonumber(old) < tonumber(ARGV[1]) then
-  if ARGV[2] == '' then
-    redis.call('SET', KEYS[1], ARGV[1])
-  else
-    redis.call('SET', KEYS[1], ARGV[1], 'EXAT', ARGV[2])
+local value = ARGV[1]
+local keep_until = ARGV[2]
+if old then
+  if tonumber(old) > tonumber(value) then value = old end
+  local expires = redis.call('EXPIRETIME', KEYS[1])
+  if expires == -1 then
+    keep_until = ''
+  elseif keep_until ~= '' and expires > tonumber(keep_until) then
+    keep_until = tostring(expires)
   end
+end
+if keep_until == '' then
+  redis.call('SET', KEYS[1], value)
+else
+  redis.call('SET', KEYS[1], value, 'EXAT', keep_until)
 end
 redis.call('PUBLISH', KEYS[2], ARGV[3])
 return 1
 ";
 
-#[derive(Debug, Default)]
+/// The Redis client for `url` (`redis://` or `rediss://`, TLS verified
+/// against the system roots, which `SSL_CERT_FILE` overrides, plus
+/// `ca_file`). `check` and `run` both parse the URL here. No message names
+/// the URL's password.
+pub fn client(url: &str, ca_file: Option<&Path>) -> Result<redis::Client, ConfigProblem> {
+    let problem = |what: String| ConfigProblem {
+        path: "revocation.redis_url".into(),
+        problem: format!("{}: {what}", redact(url)),
+        expected: "redis://HOST:PORT or rediss://HOST:PORT".into(),
+    };
+    if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+        return Err(problem("not a redis URL".into()));
+    }
+    let scrub = |e: redis::RedisError| redact_in(&e.to_string(), url);
+    match ca_file {
+        Some(path) if url.starts_with("rediss://") => {
+            let root_cert = std::fs::read(path).map_err(|e| ConfigProblem {
+                path: "revocation.ca_file".into(),
+                problem: format!("cannot read {}: {e}", path.display()),
+                expected: "a PEM CA certificate".into(),
+            })?;
+            redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root_cert),
+                },
+            )
+            .map_err(|e| problem(scrub(e)))
+        }
+        _ => redis::Client::open(url).map_err(|e| problem(scrub(e))),
+    }
+}
+
+/// `url` with any password replaced by `***`.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let user = rest[..at].split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***@{}", &rest[at + 1..])
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// `text` with the password of `url`, wherever it appears, replaced.
+fn redact_in(text: &str, url: &str) -> String {
+    let password = url
+        .split_once("://")
+        .map(|(_, rest)| rest.split('/').next().unwrap_or(""))
+        .and_then(|authority| authority.rsplit_once('@'))
+        .and_then(|(userinfo, _)| userinfo.split_once(':'))
+        .map(|(_, password)| password)
+        .filter(|p| !p.is_empty());
+    match password {
+        Some(p) => text.replace(url, &redact(url)).replace(p, "***"),
+        None => text.to_owned(),
+    }
+}
+
+#[derive(Debug)]
 struct Health {
     synced: AtomicBool,
+    /// When the last synchronised subscription was lost (none while up, or
+    /// before the first sync).
+    lost_at: Mutex<Option<std::time::Instant>>,
+    grace: Duration,
     problem: Mutex<Option<String>>,
 }
 
 impl Health {
+    fn new(grace: Duration) -> Self {
+        Self {
+            synced: AtomicBool::new(false),
+            lost_at: Mutex::new(None),
+            grace,
+            problem: Mutex::new(None),
+        }
+    }
+
     fn up(&self) {
         if !self.synced.swap(true, Ordering::AcqRel) {
             tracing::info!("revocation store synchronised");
         }
+        *self.lost_at.lock().unwrap_or_else(|p| p.into_inner()) = None;
         *self.problem.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     fn down(&self, problem: String) {
         if self.synced.swap(false, Ordering::AcqRel) {
             tracing::warn!(%problem, "revocation store unreachable");
+            *self.lost_at.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(std::time::Instant::now());
         }
         *self.problem.lock().unwrap_or_else(|p| p.into_inner()) = Some(problem);
+    }
+
+    /// Synchronised, or lost less than `grace` ago (the list is then at
+    /// most that stale, and is reloaded whole on reconnect).
+    fn healthy(&self) -> bool {
+        self.synced.load(Ordering::Acquire)
+            || self
+                .lost_at
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some_and(|at| at.elapsed() < self.grace)
     }
 }
 
@@ -81,14 +184,25 @@ pub struct RedisStore {
 }
 
 impl RedisStore {
-    /// A store for `url`; connects lazily (the first write, or [`Store::start`]).
-    pub fn new(url: &str, list: Arc<DenyList>) -> Result<Self, ConfigProblem> {
+    /// A store at `url` (TLS trust extended by `ca_file`), healthy through
+    /// subscription drops shorter than `grace`; connects lazily (the first
+    /// write, or [`Store::start`]).
+    pub fn new(
+        url: &str,
+        ca_file: Option<&Path>,
+        grace: Duration,
+        list: Arc<DenyList>,
+    ) -> Result<Self, ConfigProblem> {
         let problem = |e: redis::RedisError| ConfigProblem {
             path: "revocation.redis_url".into(),
-            problem: format!("cannot use this URL: {e}"),
+            problem: format!(
+                "cannot use {}: {}",
+                redact(url),
+                redact_in(&e.to_string(), url)
+            ),
             expected: "redis://HOST:PORT".into(),
         };
-        let client = redis::Client::open(url).map_err(problem)?;
+        let client = client(url, ca_file)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(TIMEOUT))
             .set_response_timeout(Some(TIMEOUT))
@@ -100,7 +214,7 @@ impl RedisStore {
             writer,
             script: redis::Script::new(REVOKE_SCRIPT),
             list,
-            health: Arc::default(),
+            health: Arc::new(Health::new(grace)),
             task: Mutex::new(None),
         })
     }
@@ -144,7 +258,7 @@ impl Store for RedisStore {
     }
 
     fn healthy(&self) -> bool {
-        self.health.synced.load(Ordering::Acquire)
+        self.health.healthy()
     }
 
     fn problem(&self) -> Option<String> {

@@ -19,5 +19,6 @@ mod pool;
 mod process;
 mod properties;
 mod proxy;
+mod reload;
 mod revocation;
 mod support;
