@@ -317,3 +317,23 @@ fn an_issuer_with_keys_keeps_the_audience_rule_when_it_also_introspects() {
     );
     assert_eq!(problems(&only), Vec::<String>::new());
 }
+
+#[test]
+fn a_bad_redis_url_is_refused_by_check_as_run_would_and_its_password_never_shown() {
+    for url in [
+        "redis://:hunter2secret@[::1",
+        "memcached://:hunter2secret@127.0.0.1",
+    ] {
+        let yaml = format!(
+            "{}revocation: {{ store: redis, redis_url: \"{url}\" }}\n",
+            with_route(GOOD_ROUTE)
+        );
+        let problems = problems(&yaml);
+        assert_eq!(problems.len(), 1, "{url}: {problems:?}");
+        assert!(
+            problems[0].starts_with("revocation.redis_url: "),
+            "{problems:?}"
+        );
+        assert!(!problems[0].contains("hunter2secret"), "{problems:?}");
+    }
+}

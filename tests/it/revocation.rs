@@ -445,3 +445,80 @@ async fn while_redis_is_down_deny_fails_closed_and_allow_serves_then_both_recove
     );
     assert_eq!(get(&allow.url, &revoked).await.status(), 401);
 }
+
+#[tokio::test]
+async fn a_rediss_store_verifies_the_server_and_works() {
+    let pki = crate::support::tls::TestPki::new();
+    let redis = RedisServer::start_tls(&pki).await;
+    let key = Signer::es256("k1");
+    let issuer = TestIssuer::spawn(&[&key]).await;
+    let up = Upstream::spawn().await;
+    let store = |ca: &str| {
+        format!(
+            "revocation: {{ store: redis, redis_url: \"rediss://127.0.0.1:{}\"{ca} }}",
+            redis.port
+        )
+    };
+    let ca = format!(", ca_file: \"{}\"", pki.dir.join("ca.crt").display());
+    let gw = TestGateway::start(&config(
+        &issuer,
+        &up,
+        &store(&ca),
+        &admin_block("127.0.0.1:0"),
+    ))
+    .await;
+    let stolen = token(&key, &issuer, json!({"jti": "over-tls"}));
+    assert_eq!(get(&gw.url, &stolen).await.status(), 200);
+    let body = json!({"jti": "over-tls", "expires_at": now() + 300}).to_string();
+    assert_eq!(
+        revoke(&gw.admin, Some(ADMIN_TOKEN), &body).await.status(),
+        204
+    );
+    assert_eq!(get(&gw.url, &stolen).await.status(), 401);
+    assert!(
+        redis
+            .cli(&["GET", "authgate:revoked:jti:over-tls"])
+            .trim()
+            .parse::<i64>()
+            .is_ok(),
+        "written to the TLS server"
+    );
+
+    // Without our CA the server is not trusted: the store never syncs.
+    let untrusted = TestGateway::start_unready(
+        &config(&issuer, &up, &store(""), &admin_block("127.0.0.1:0")),
+        std::path::Path::new("."),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ready = reqwest::get(format!("{}/readyz", untrusted.admin))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503, "an unverified Redis is never trusted");
+}
+
+#[tokio::test]
+async fn a_brief_subscription_drop_does_not_turn_requests_into_503s() {
+    let redis = RedisServer::start().await;
+    let key = Signer::es256("k1");
+    let issuer = TestIssuer::spawn(&[&key]).await;
+    let up = Upstream::spawn().await;
+    let store = format!(
+        "revocation: {{ store: redis, redis_url: \"{}\", on_store_error: deny }}",
+        redis.url()
+    );
+    let gw = TestGateway::start(&config(&issuer, &up, &store, &admin_block("127.0.0.1:0"))).await;
+    let fine = token(&key, &issuer, json!({"jti": "fine"}));
+    let mut statuses = std::collections::BTreeMap::new();
+    for _ in 0..5 {
+        // Redis drops the subscriber (as it does when one PUBLISH
+        // overflows its output buffer); the replica resubscribes.
+        redis.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+        for _ in 0..20 {
+            *statuses
+                .entry(get(&gw.url, &fine).await.status().as_u16())
+                .or_insert(0) += 1;
+        }
+    }
+    assert_eq!(statuses.keys().collect::<Vec<_>>(), [&200], "{statuses:?}");
+}

@@ -12,6 +12,9 @@ pub struct RedisServer {
     pub port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    /// The certificate directory of a TLS-only server (`server.crt`,
+    /// `server.key`, `ca.crt`).
+    tls: Option<PathBuf>,
 }
 
 impl RedisServer {
@@ -21,6 +24,19 @@ impl RedisServer {
             port: super::binary::free_port(),
             dir: super::temp_dir("redis"),
             child: None,
+            tls: None,
+        };
+        server.restart().await;
+        server
+    }
+
+    /// A server that speaks only TLS, with `pki`'s certificate.
+    pub async fn start_tls(pki: &super::tls::TestPki) -> Self {
+        let mut server = Self {
+            port: super::binary::free_port(),
+            dir: super::temp_dir("redis-tls"),
+            child: None,
+            tls: Some(pki.dir.clone()),
         };
         server.restart().await;
         server
@@ -49,8 +65,25 @@ impl RedisServer {
 
     /// Starts (again) on the same port and directory.
     pub async fn restart(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+        let mut command = Command::new("redis-server");
+        match &self.tls {
+            None => command.args(["--bind", "127.0.0.1", "--port", &self.port.to_string()]),
+            Some(certs) => command
+                .args(["--bind", "127.0.0.1", "--port", "0"])
+                .args([
+                    "--tls-port",
+                    &self.port.to_string(),
+                    "--tls-auth-clients",
+                    "no",
+                ])
+                .arg("--tls-cert-file")
+                .arg(certs.join("server.crt"))
+                .arg("--tls-key-file")
+                .arg(certs.join("server.key"))
+                .arg("--tls-ca-cert-file")
+                .arg(certs.join("ca.crt")),
+        };
+        let child = command
             .args([
                 "--save",
                 "",
@@ -69,17 +102,36 @@ impl RedisServer {
             });
         self.child = Some(child);
         let port = self.port;
-        super::eventually("redis to answer PING", async || ping(port).await).await;
+        if self.tls.is_some() {
+            super::eventually("redis to listen", async || {
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .is_ok()
+            })
+            .await;
+        } else {
+            super::eventually("redis to answer PING", async || ping(port).await).await;
+        }
     }
 
     /// Runs one command through `redis-cli` (for assertions on stored keys).
     pub fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli")
+        let mut command = Command::new("redis-cli");
+        if self.tls.is_some() {
+            // Only for reading what the gateway stored: OpenSSL is stricter
+            // than rustls about the test CA's extensions.
+            command.args(["--tls", "--insecure"]);
+        }
+        let out = command
             .args(["-p", &self.port.to_string()])
             .args(args)
             .output()
             .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !out.status.success() || text.is_empty() {
+            eprintln!("redis-cli: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        text
     }
 }
 
