@@ -194,14 +194,47 @@ impl Gateway {
         self.draining.load(Ordering::SeqCst)
     }
 
-    /// Answers one request and writes its access-log line.
+    /// Answers one request and writes its access-log line; a request whose
+    /// client leaves before the answer is logged and counted as 499.
     pub async fn handle(&self, req: Request<Incoming>, client: ClientInfo) -> Response<Body> {
-        let started = Instant::now();
         let runtime = self.runtime();
-        let mut log = AccessLog::start(req.method(), req.uri());
-        let response = serve(&runtime, &self.metrics, req, client, &mut log).await;
-        log.finish(response.status(), started, &self.metrics);
+        let mut accounted = Accounted {
+            log: Some(AccessLog::start(req.method(), req.uri())),
+            started: Instant::now(),
+            metrics: &self.metrics,
+        };
+        let log = accounted.log.as_mut().expect("set just above");
+        let response = serve(&runtime, &self.metrics, req, client, log).await;
+        accounted.finish(response.status());
         response
+    }
+}
+
+/// nginx's status for a request its client closed before the answer.
+const CLIENT_CLOSED: u16 = 499;
+
+/// An access-log record that is written even when the request's future is
+/// dropped (the client went away while the upstream was still working).
+struct Accounted<'a> {
+    log: Option<AccessLog>,
+    started: Instant,
+    metrics: &'a Metrics,
+}
+
+impl Accounted<'_> {
+    fn finish(&mut self, status: StatusCode) {
+        if let Some(log) = self.log.take() {
+            log.finish(status, self.started, self.metrics);
+        }
+    }
+}
+
+impl Drop for Accounted<'_> {
+    fn drop(&mut self) {
+        if let Some(log) = self.log.take() {
+            let status = StatusCode::from_u16(CLIENT_CLOSED).unwrap_or(StatusCode::BAD_REQUEST);
+            log.finish(status, self.started, self.metrics);
+        }
     }
 }
 

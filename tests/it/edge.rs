@@ -523,3 +523,27 @@ async fn the_admin_listener_closes_connections_that_dawdle_over_their_head() {
     let r = reqwest::get(format!("{}/healthz", gw.admin)).await.unwrap();
     assert_eq!(r.status(), 200, "prompt clients are served");
 }
+
+#[tokio::test]
+async fn a_request_its_client_abandons_is_still_logged_and_counted_as_499() {
+    let up = Upstream::spawn().await;
+    let gw = TestGateway::start(&format!(
+        "routes:\n  - name: slow\n    match: {{ path_prefix: / }}\n    upstream: \"{}\"\n    auth: public\n",
+        up.url()
+    ))
+    .await;
+    let mut tcp = tokio::net::TcpStream::connect(gw.running.proxy_addr)
+        .await
+        .unwrap();
+    tcp.write_all(b"GET /x?delay_ms=3000 HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    crate::support::eventually("the upstream to get the request", async || up.count() == 1).await;
+    drop(tcp);
+    crate::support::eventually("the abandoned request to be counted", async || {
+        gw.metrics()
+            .await
+            .contains(r#"authgate_requests_total{route="slow",status="499"} 1"#)
+    })
+    .await;
+}
