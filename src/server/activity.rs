@@ -24,6 +24,12 @@ struct State {
     write_ms: AtomicU64,
     /// Requests whose response body has not been dropped yet.
     busy: AtomicUsize,
+    /// Requests whose answer has not begun (waiting on the upstream): a
+    /// connection is never idled out under them (`forward.timeout` bounds
+    /// that wait instead).
+    awaiting: AtomicUsize,
+    /// Requests received over the connection's life.
+    requests: AtomicU64,
     /// Set when a read found nothing while the connection was at rest.
     waiting: AtomicBool,
 }
@@ -35,6 +41,8 @@ impl Activity {
             read_ms: AtomicU64::new(0),
             write_ms: AtomicU64::new(0),
             busy: AtomicUsize::new(0),
+            awaiting: AtomicUsize::new(0),
+            requests: AtomicU64::new(0),
             waiting: AtomicBool::new(false),
         }))
     }
@@ -59,6 +67,32 @@ impl Activity {
             .load(Ordering::Relaxed)
             .max(self.0.write_ms.load(Ordering::Relaxed));
         Duration::from_millis(self.now_ms().saturating_sub(last))
+    }
+
+    /// Marks a request as waiting for its answer until the guard drops;
+    /// counts it among the connection's requests.
+    pub fn awaiting(&self) -> Awaiting {
+        self.0.awaiting.fetch_add(1, Ordering::Relaxed);
+        self.0.requests.fetch_add(1, Ordering::Relaxed);
+        Awaiting(self.clone())
+    }
+
+    /// Whether the connection may be closed as idle: no bytes moved for
+    /// `idle` and no request waiting on its upstream. A response body that
+    /// moves no bytes for `idle` (a client with a zero window) is no
+    /// protection: its connection is closed, and its upstream freed.
+    pub fn idled_out(&self, idle: Duration) -> bool {
+        !idle.is_zero() && self.idle_for() >= idle && self.0.awaiting.load(Ordering::Relaxed) == 0
+    }
+
+    /// True once the connection has sent a request.
+    pub fn any_request(&self) -> bool {
+        self.0.requests.load(Ordering::Relaxed) > 0
+    }
+
+    /// Time since the connection was accepted.
+    pub fn age(&self) -> Duration {
+        self.0.start.elapsed()
     }
 
     /// Counts a request as in flight until the guard is dropped.
@@ -95,6 +129,15 @@ impl Activity {
 
 /// An in-flight request (see [`Activity::busy`]).
 pub struct Busy(Activity);
+
+/// A request whose answer has not begun; see [`Activity::awaiting`].
+pub struct Awaiting(Activity);
+
+impl Drop for Awaiting {
+    fn drop(&mut self) {
+        self.0.0.awaiting.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 impl Drop for Busy {
     fn drop(&mut self) {

@@ -86,7 +86,7 @@ enum Ended {
 /// out, or the gateway stops.
 pub async fn serve<I: Parkable>(
     gateway: Arc<Gateway>,
-    io: I,
+    io: Prefixed<I>,
     client: ClientInfo,
     server: &ServerConfig,
     activity: Activity,
@@ -99,7 +99,7 @@ pub async fn serve<I: Parkable>(
         .max_buf_size(server.max_header_bytes.max(8192))
         .keep_alive(true);
     let idle = server.idle_timeout;
-    let park = io.can_park();
+    let park = io.inner.can_park();
     // One timer per connection: the idle-timeout check every `tick`, brought
     // forward to park a connection whose server went waiting.
     let tick = if idle.is_zero() {
@@ -109,12 +109,9 @@ pub async fn serve<I: Parkable>(
     };
     let timer = tokio::time::sleep(tick);
     tokio::pin!(timer);
-    let idled_out = || !idle.is_zero() && activity.idle_for() >= idle;
+    let idled_out = || activity.idled_out(idle);
     let upgrades = UpgradeSlot::default();
-    let mut io = Prefixed {
-        inner: io,
-        prefix: Bytes::new(),
-    };
+    let mut io = io;
     loop {
         if park && io.prefix.is_empty() {
             // Parked: only the socket is held until the client speaks again.
@@ -200,7 +197,7 @@ pub async fn serve<I: Parkable>(
             io.prefix = parts.read_buf;
         }
         if let Some(upstream) = upgrades.take() {
-            splice(io, upstream).await;
+            splice(io, upstream, &activity, idle).await;
             return;
         }
         if matches!(ended, Ended::Done) {
@@ -210,22 +207,51 @@ pub async fn serve<I: Parkable>(
     }
 }
 
-/// Joins the client's socket with the upstream's once both have switched.
-async fn splice<I: Parkable>(mut client: Prefixed<I>, upstream: OnUpgrade) {
+/// Joins the client's socket with the upstream's once both have switched,
+/// until either side closes or no byte crosses the client's side for
+/// `idle` (a tunnel is a connection like any other).
+async fn splice<I: Parkable>(
+    mut client: Prefixed<I>,
+    upstream: OnUpgrade,
+    activity: &Activity,
+    idle: Duration,
+) {
     let Ok(upstream) = upstream.await else {
         tracing::debug!("upgrade abandoned before the upstream switched");
         return;
     };
     let mut upstream = TokioIo::new(upstream);
-    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-        tracing::debug!(error.kind = ?e.kind(), "upgraded connection ended");
+    let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+    tokio::pin!(copy);
+    let tick = if idle.is_zero() {
+        Duration::from_secs(3600)
+    } else {
+        idle / 4
+    };
+    loop {
+        tokio::select! {
+            ended = copy.as_mut() => {
+                if let Err(e) = ended {
+                    tracing::debug!(error.kind = ?e.kind(), "upgraded connection ended");
+                }
+                return;
+            }
+            _ = tokio::time::sleep(tick) => {
+                if !idle.is_zero() && activity.idle_for() >= idle {
+                    tracing::debug!("closing idle upgraded connection");
+                    return;
+                }
+            }
+        }
     }
 }
 
 /// A stream that first yields bytes already read from it.
-struct Prefixed<I> {
-    inner: I,
-    prefix: Bytes,
+pub struct Prefixed<I> {
+    /// The stream.
+    pub inner: I,
+    /// Bytes read from it that its reader has not seen yet.
+    pub prefix: Bytes,
 }
 
 impl<I: AsyncRead + Unpin> AsyncRead for Prefixed<I> {

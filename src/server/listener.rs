@@ -22,6 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 
 use super::activity::{Activity, Busy, Tracked};
+use super::http1::Prefixed;
 use super::{http1, workers};
 use crate::gateway::Gateway;
 use crate::proxy::forward::UpgradeSlot;
@@ -196,9 +197,13 @@ async fn connection(
             activity: activity.clone(),
         };
         match first {
-            Ok(Ok(Some(false))) => http1::serve(gateway, io, client, &server, activity, stop).await,
-            Ok(Ok(Some(true))) => {
-                Box::pin(serve_h2(gateway, io, client, &server, activity, stop)).await
+            Ok(Ok(Some((h2, prefix)))) => {
+                let io = Prefixed { inner: io, prefix };
+                if h2 {
+                    Box::pin(serve_h2(gateway, io, client, &server, activity, stop)).await;
+                } else {
+                    http1::serve(gateway, io, client, &server, activity, stop).await;
+                }
             }
             Ok(Ok(None)) | Ok(Err(_)) => {}
             Err(_) => tracing::debug!("no request within header_read_timeout"),
@@ -218,7 +223,11 @@ async fn connection(
                 if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
                     serve_h2(gateway, stream, client, &server, activity, stop).await;
                 } else {
-                    http1::serve(gateway, stream, client, &server, activity, stop).await;
+                    let io = Prefixed {
+                        inner: stream,
+                        prefix: Bytes::new(),
+                    };
+                    http1::serve(gateway, io, client, &server, activity, stop).await;
                 }
             }
             Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
@@ -228,24 +237,28 @@ async fn connection(
     .await;
 }
 
-/// Waits for a plain connection's first bytes without reading them: `true`
-/// for the HTTP/2 preface, `false` for anything else (HTTP/1.1), `None` when
-/// the client closed without sending anything.
-async fn sniff_h2(tcp: &TcpStream) -> std::io::Result<Option<bool>> {
+/// Reads a plain connection's first bytes, just enough to tell: `true` for
+/// the HTTP/2 preface, `false` for anything else (HTTP/1.1), with the bytes
+/// read (the connection replays them); `None` when the client closed
+/// without sending anything. A client sending the preface a byte at a time
+/// is waited for by socket readiness, never by polling.
+async fn sniff_h2(tcp: &TcpStream) -> std::io::Result<Option<(bool, Bytes)>> {
     let mut buf = [0u8; H2_PREFACE.len()];
+    let mut n = 0;
     loop {
-        let n = tcp.peek(&mut buf).await?;
-        if n == 0 {
-            return Ok(None);
+        tcp.readable().await?;
+        match tcp.try_read(&mut buf[n..]) {
+            Ok(0) => return Ok(None),
+            Ok(read) => n += read,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
         }
         if buf[..n] != H2_PREFACE[..n] {
-            return Ok(Some(false));
+            return Ok(Some((false, Bytes::copy_from_slice(&buf[..n]))));
         }
         if n == H2_PREFACE.len() {
-            return Ok(Some(true));
+            return Ok(Some((true, Bytes::copy_from_slice(&buf))));
         }
-        // A prefix of the preface: wait for the rest (peek would not block).
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
@@ -265,13 +278,19 @@ async fn serve_h2<I>(
         .max_header_list_size(server.max_header_bytes as u32)
         .max_concurrent_streams(256)
         .max_pending_accept_reset_streams(64)
-        .max_local_error_reset_streams(256)
-        .keep_alive_interval(Some(Duration::from_secs(30)));
+        .max_local_error_reset_streams(256);
+    // No keep-alive PINGs of our own: their PONGs would count as activity
+    // and keep a client that sends nothing alive for good.
     let service = service(gateway, client, activity.clone(), None);
     let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
     let idle = server.idle_timeout;
     let mut draining = false;
+    let tick = [idle / 4, server.header_read_timeout / 4]
+        .into_iter()
+        .filter(|t| !t.is_zero())
+        .min()
+        .unwrap_or(Duration::from_secs(1));
     loop {
         tokio::select! {
             result = conn.as_mut() => {
@@ -284,9 +303,13 @@ async fn serve_h2<I>(
                 draining = true;
                 conn.as_mut().graceful_shutdown();
             }
-            _ = tokio::time::sleep(idle / 4), if !idle.is_zero() => {
-                if activity.idle_for() >= idle {
+            _ = tokio::time::sleep(tick) => {
+                if activity.idled_out(idle) {
                     tracing::debug!("closing idle connection");
+                    return;
+                }
+                if !activity.any_request() && activity.age() >= server.header_read_timeout {
+                    tracing::debug!("no request within header_read_timeout");
                     return;
                 }
             }
@@ -313,6 +336,7 @@ pub(super) fn service(
 + 'static {
     service_fn(move |mut req: Request<Incoming>| -> Reply {
         let busy = activity.busy();
+        let awaiting = activity.awaiting();
         if let Some(slot) = &upgrades {
             if req.headers().contains_key(header::UPGRADE) {
                 req.extensions_mut().insert(slot.clone());
@@ -323,6 +347,7 @@ pub(super) fn service(
         // wants an `Unpin` future.
         Box::pin(async move {
             let response = gateway.handle(req, client).await;
+            drop(awaiting);
             Ok(response.map(|inner| ConnBody { inner, _busy: busy }))
         })
     })

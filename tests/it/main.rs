@@ -22,3 +22,4 @@ mod proxy;
 mod reload;
 mod revocation;
 mod support;
+mod timeouts;
