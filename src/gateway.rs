@@ -341,6 +341,7 @@ async fn serve(
         Ok(response) => response,
         Err(e) => {
             tracing::debug!(route = %route.config.name, error = %e, "forwarding failed");
+            log.reason = e.reason();
             e.into_response()
         }
     }

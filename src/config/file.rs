@@ -159,4 +159,6 @@ pub struct ForwardFile {
     pub connect_timeout: Option<String>,
     /// Extension: extra CA trusted for an https upstream.
     pub ca_file: Option<String>,
+    /// Connections to this route's upstream destination, per process.
+    pub max_connections: Option<u64>,
 }

@@ -360,6 +360,8 @@ pub struct ForwardConfig {
     pub connect_timeout: Duration,
     /// Extra CA for an https upstream.
     pub ca_file: Option<PathBuf>,
+    /// Most connections open to this route's destination (per process).
+    pub max_connections: usize,
 }
 
 /// One entry of `routes:`.

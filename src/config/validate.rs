@@ -63,12 +63,19 @@ pub fn validate(
         Value::Null => TopFile::default(),
         other => v.shape("", other.clone())?,
     };
+    let explicit_max_connections = top
+        .server
+        .as_ref()
+        .and_then(|s| s.get("max_connections"))
+        .is_some();
     let server = v.server(top.server);
     let admin = v.admin(top.admin);
     let issuers = v.issuers(top.issuers);
     let revocation = v.revocation(top.revocation);
     let routes = v.routes(top.routes, &issuers);
-    let (server, tls_server) = server?;
+    let (mut server, tls_server) = server?;
+    let routes = routes?;
+    v.check_limits(&mut server, &routes, explicit_max_connections);
     let warnings = std::mem::take(&mut v.warnings);
     Some(Loaded {
         config: Config {
@@ -77,13 +84,77 @@ pub fn validate(
             admin: admin?,
             issuers: issuers.into_iter().map(Arc::new).collect(),
             revocation: revocation?,
-            routes: routes?,
+            routes,
         },
         warnings,
     })
 }
 
+/// `forward.max_connections` when a route does not say.
+pub const DEFAULT_UPSTREAM_CONNECTIONS: u64 = 256;
+/// The largest `forward.max_connections`.
+pub const MAX_UPSTREAM_CONNECTIONS: u64 = 65_535;
+/// Descriptors kept for everything but client and upstream connections
+/// (listeners, key and Redis connections, files, the runtime's own).
+const RESERVED_DESCRIPTORS: u64 = 256;
+
 impl Validator<'_> {
+    /// Limits that depend on more than one section: the file-descriptor
+    /// budget, and route timeouts longer than the idle timeout.
+    /// A `max_connections` left at its default is lowered to fit, with a
+    /// warning; one the file sets is an error when it does not fit.
+    fn check_limits(&mut self, server: &mut ServerConfig, routes: &[RouteConfig], explicit: bool) {
+        let mut destinations: Vec<(&http::uri::Authority, usize)> = Vec::new();
+        for route in routes {
+            let a = &route.upstream.authority;
+            match destinations.iter_mut().find(|(d, _)| *d == a) {
+                Some((_, n)) => *n = (*n).max(route.forward.max_connections),
+                None => destinations.push((a, route.forward.max_connections)),
+            }
+        }
+        let upstream: u64 = destinations.iter().map(|(_, n)| *n as u64).sum();
+        let needed = server.max_connections as u64 + upstream + RESERVED_DESCRIPTORS;
+        if let Some(hard) = crate::server::limits::descriptor_limit() {
+            let fits = hard.saturating_sub(upstream + RESERVED_DESCRIPTORS);
+            if needed > hard && !explicit && fits >= 64 {
+                self.lint(
+                    "server.max_connections",
+                    format!(
+                        "the default of {} does not fit this process's {hard} file descriptors; using {fits}",
+                        server.max_connections
+                    ),
+                    "raise the hard limit (ulimit -Hn, LimitNOFILE=) or set max_connections",
+                );
+                server.max_connections = fits as usize;
+            } else if needed > hard {
+                self.problem(
+                    "server.max_connections",
+                    format!(
+                        "{} client connections, {upstream} upstream connections and {RESERVED_DESCRIPTORS} others need {needed} file descriptors, but this process may open {hard}",
+                        server.max_connections
+                    ),
+                    format!(
+                        "at most {} (or raise the hard limit: ulimit -Hn, LimitNOFILE=)",
+                        hard.saturating_sub(upstream + RESERVED_DESCRIPTORS)
+                    ),
+                );
+            }
+        }
+        for (i, route) in routes.iter().enumerate() {
+            if !server.idle_timeout.is_zero() && route.forward.timeout > server.idle_timeout {
+                self.lint(
+                    &format!("routes[{i}].forward.timeout"),
+                    format!(
+                        "{}s is longer than server.idle_timeout ({}s): the upstream may answer after a client behind a proxy with the same idle timeout has given up",
+                        route.forward.timeout.as_secs(),
+                        server.idle_timeout.as_secs()
+                    ),
+                    "a timeout no longer than server.idle_timeout",
+                );
+            }
+        }
+    }
+
     fn problem(&mut self, path: &str, problem: impl Into<String>, expected: impl Into<String>) {
         self.problems
             .push(ConfigProblem::new(path, problem, expected));
@@ -1034,6 +1105,17 @@ impl Validator<'_> {
                 Duration::from_secs(5),
             ),
             ca_file: f.ca_file.map(|c| self.file(&join(path, "ca_file"), &c)),
+            max_connections: match f.max_connections.unwrap_or(DEFAULT_UPSTREAM_CONNECTIONS) {
+                n @ 1..=MAX_UPSTREAM_CONNECTIONS => n as usize,
+                n => {
+                    self.problem(
+                        &join(path, "max_connections"),
+                        format!("{n} is out of range"),
+                        format!("1 to {MAX_UPSTREAM_CONNECTIONS}"),
+                    );
+                    DEFAULT_UPSTREAM_CONNECTIONS as usize
+                }
+            },
         }
     }
 

@@ -33,6 +33,10 @@ pub enum ForwardError {
     /// The request could not be expressed for the upstream.
     #[error("request cannot be forwarded")]
     BadRequest,
+    /// Every connection to the destination is busy and the wait for one
+    /// is over (or the queue is full): 503 `upstream_busy`.
+    #[error("every connection to the upstream is busy")]
+    Busy,
     /// The client's request body could not be read: bad chunk framing, or
     /// the client went away mid-body. The client's fault, not the upstream's.
     #[error("the client's request body is malformed or incomplete")]
@@ -46,12 +50,32 @@ impl ForwardError {
             ForwardError::Unavailable(_) => StatusCode::BAD_GATEWAY,
             ForwardError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ForwardError::BadRequest | ForwardError::ClientBody => StatusCode::BAD_REQUEST,
+            ForwardError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The reason logged and counted, for the errors that have one beyond
+    /// their status.
+    pub fn reason(&self) -> Option<&'static str> {
+        match self {
+            ForwardError::Busy => Some("upstream_busy"),
+            ForwardError::ClientBody => Some("bad_request_body"),
+            ForwardError::Unavailable(_) | ForwardError::Timeout | ForwardError::BadRequest => None,
         }
     }
 
     /// The short JSON answer for the client.
     pub fn into_response(self) -> Response<Body> {
         let (status, body): (_, &'static str) = match self {
+            ForwardError::Busy => {
+                let mut r = crate::gateway::json_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    r#"{"error":"upstream_busy","error_description":"every connection to the upstream service is busy; retry shortly"}"#,
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                return r;
+            }
             ForwardError::Unavailable(_) => (
                 StatusCode::BAD_GATEWAY,
                 r#"{"error":"bad_gateway","error_description":"the upstream service is unavailable"}"#,
@@ -83,7 +107,7 @@ pub struct Forwarder {
 }
 
 /// What makes two routes' upstreams the same destination.
-type Key = (bool, http::uri::Authority, Option<PathBuf>, Duration);
+type Key = (bool, http::uri::Authority, Option<PathBuf>, Duration, usize);
 
 impl Forwarder {
     /// Builds the destinations for `routes` (reads CA files; called at load
@@ -107,6 +131,7 @@ impl Forwarder {
                 route.upstream.authority.clone(),
                 f.ca_file.clone(),
                 f.connect_timeout,
+                f.max_connections,
             );
             if let Some(index) = destinations.iter().position(|(k, _)| *k == key) {
                 by_route.push(index);
@@ -282,7 +307,14 @@ fn destination(
         Some(c)
     };
     let authority = route.upstream.authority.clone();
-    Destination::new(authority, tls, f.connect_timeout, workers).map_err(|e| {
+    Destination::new(
+        authority,
+        tls,
+        f.connect_timeout,
+        workers,
+        f.max_connections,
+    )
+    .map_err(|e| {
         ConfigProblem::new(
             &format!("routes[{i}].upstream"),
             e,

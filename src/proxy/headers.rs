@@ -232,6 +232,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(1),
             ca_file: None,
+            max_connections: 256,
         }
     }
 

@@ -40,6 +40,12 @@ use crate::server::workers;
 
 /// Idle connections kept per destination; beyond this the oldest close.
 const MAX_IDLE: usize = 256;
+/// Requests that may wait for a connection to one destination (as Envoy's
+/// default `max_pending_requests`); beyond, 503 `upstream_busy` at once.
+const MAX_WAITING: usize = 1024;
+/// A waiting request gives up this long after the route's
+/// `connect_timeout` (so a connect that times out answers 504 first).
+const WAIT_MARGIN: Duration = Duration::from_millis(100);
 /// An idle connection older than this is closed rather than reused.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Connections tried for one request whose earlier ones closed before it
@@ -74,6 +80,11 @@ pub struct Destination {
     /// The TLS connector and the name the certificate must carry (https).
     tls: Option<(TlsConnector, ServerName<'static>)>,
     connect_timeout: Duration,
+    /// Connections (open or opening) allowed per shard: the destination's
+    /// `forward.max_connections` shared out among the workers.
+    per_shard: usize,
+    /// Waiting requests allowed per shard.
+    waiting_per_shard: usize,
     /// One per worker thread (`server::workers`): a connection is only ever
     /// used on the worker whose runtime drives it, so no request wakes a
     /// task on another thread.
@@ -86,6 +97,8 @@ pub struct Destination {
 struct State {
     idle: VecDeque<Idle>,
     waiters: VecDeque<Waiter>,
+    /// Connections open or being opened (idle, lent and connecting).
+    open: usize,
 }
 
 impl State {
@@ -145,13 +158,17 @@ impl Lease {
 
 impl Destination {
     /// A destination at `authority`, over TLS when `tls` is given, with an
-    /// idle stack for each of `workers` worker threads.
+    /// idle stack for each of `workers` worker threads and at most
+    /// `max_connections` connections in all (each worker gets its share,
+    /// at least one).
     pub fn new(
         authority: Authority,
         tls: Option<TlsConnector>,
         connect_timeout: Duration,
         workers: usize,
+        max_connections: usize,
     ) -> Result<Self, String> {
+        let workers = workers.max(1);
         let https = tls.is_some();
         let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
         let tls = match tls {
@@ -171,7 +188,9 @@ impl Destination {
             port,
             tls,
             connect_timeout,
-            shards: (0..workers.max(1)).map(|_| Mutex::default()).collect(),
+            per_shard: (max_connections / workers).max(1),
+            waiting_per_shard: (MAX_WAITING / workers).max(1),
+            shards: (0..workers).map(|_| Mutex::default()).collect(),
         })
     }
 
@@ -193,9 +212,15 @@ impl Destination {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let (mut sender, idle_for) = match self.take_or_wait(shard) {
+            let (mut sender, idle_for) = match self.take_or_wait(shard)? {
                 Ok(taken) => taken,
-                Err(waiting) => (waiting.await.map_err(|_| abandoned())??, Duration::ZERO),
+                Err(waiting) => {
+                    let wait = self.connect_timeout + WAIT_MARGIN;
+                    match tokio::time::timeout(wait, waiting).await {
+                        Err(_) => return Err(ForwardError::Busy),
+                        Ok(delivered) => (delivered.map_err(|_| abandoned())??, Duration::ZERO),
+                    }
+                }
             };
             if let Err(e) = sender.ready().await {
                 if attempts >= MAX_ATTEMPTS {
@@ -234,31 +259,72 @@ impl Destination {
     }
 
     /// The most recently used idle connection that is still open, and how
-    /// long it was idle; if there is none, a place in the queue and a
-    /// connection attempt started for it.
+    /// long it was idle; if there is none, a place in the queue, with a
+    /// connection attempt started for it while the destination is under
+    /// its connection cap. A full queue is [`ForwardError::Busy`].
+    #[allow(clippy::type_complexity)]
     fn take_or_wait(
         self: &Arc<Self>,
         shard: usize,
-    ) -> Result<(SendRequest<RequestBody>, Duration), oneshot::Receiver<Delivered>> {
+    ) -> Result<
+        Result<(SendRequest<RequestBody>, Duration), oneshot::Receiver<Delivered>>,
+        ForwardError,
+    > {
         let mut state = self.lock(shard);
         while let Some(conn) = state.idle.pop_back() {
             let idle_for = conn.since.elapsed();
             if !conn.sender.is_closed() && idle_for < IDLE_TIMEOUT {
-                return Ok((conn.sender, idle_for));
+                return Ok(Ok((conn.sender, idle_for)));
             }
+        }
+        // Requests that gave up (timed out, client gone) leave the queue.
+        state.waiters.retain(|w| !w.is_closed());
+        if state.waiters.len() >= self.waiting_per_shard {
+            return Err(ForwardError::Busy);
         }
         let (tx, rx) = oneshot::channel();
         state.waiters.push_back(tx);
+        let connect = state.open < self.per_shard;
+        if connect {
+            state.open += 1;
+        }
         drop(state);
+        if connect {
+            self.spawn_connect(shard);
+        }
+        Ok(Err(rx))
+    }
+
+    /// Opens one connection (already counted in `open`) for the oldest
+    /// waiting request of `shard`.
+    fn spawn_connect(self: &Arc<Self>, shard: usize) {
         let me = self.clone();
         tokio::spawn(async move {
-            match me.connect().await {
+            match me.connect(shard).await {
                 Ok(sender) => me.put(shard, sender),
                 // Each failed attempt fails one waiting request, promptly.
-                Err(e) => me.fail_one(shard, e),
+                Err(e) => {
+                    me.closed(shard);
+                    me.fail_one(shard, e);
+                }
             }
         });
-        Err(rx)
+    }
+
+    /// A connection of `shard` is gone: its place goes to a waiting request,
+    /// if one is still waiting.
+    fn closed(self: &Arc<Self>, shard: usize) {
+        let mut state = self.lock(shard);
+        state.open = state.open.saturating_sub(1);
+        state.waiters.retain(|w| !w.is_closed());
+        let connect = !state.waiters.is_empty() && state.open < self.per_shard;
+        if connect {
+            state.open += 1;
+        }
+        drop(state);
+        if connect {
+            self.spawn_connect(shard);
+        }
     }
 
     /// Hands a free connection to the oldest waiting request, or keeps it.
@@ -298,26 +364,34 @@ impl Destination {
     /// the TCP connect and the TLS handshake together: this runs on a task
     /// of its own, so nothing else would stop an upstream that accepts and
     /// then never answers the handshake from holding it for good.
-    async fn connect(&self) -> Result<SendRequest<RequestBody>, ForwardError> {
-        match tokio::time::timeout(self.connect_timeout, self.open()).await {
+    async fn connect(
+        self: &Arc<Self>,
+        shard: usize,
+    ) -> Result<SendRequest<RequestBody>, ForwardError> {
+        match tokio::time::timeout(self.connect_timeout, self.open(shard)).await {
             Err(_) => Err(ForwardError::Timeout),
             Ok(result) => result,
         }
     }
 
-    async fn open(&self) -> Result<SendRequest<RequestBody>, ForwardError> {
+    async fn open(
+        self: &Arc<Self>,
+        shard: usize,
+    ) -> Result<SendRequest<RequestBody>, ForwardError> {
+        // Counted closed when the connection's driver ends, however it ends.
+        let home = (self.clone(), shard);
         let tcp = TcpStream::connect((bare_host(&self.authority), self.port))
             .await
             .map_err(|e| ForwardError::Unavailable(e.into()))?;
         let _ = tcp.set_nodelay(true);
         match &self.tls {
-            None => handshake(tcp).await,
+            None => handshake(tcp, home).await,
             Some((connector, name)) => {
                 let stream = connector
                     .connect(name.clone(), tcp)
                     .await
                     .map_err(|e| ForwardError::Unavailable(e.into()))?;
-                handshake(stream).await
+                handshake(stream, home).await
             }
         }
     }
@@ -358,7 +432,14 @@ fn resendable(req: &Request<RequestBody>) -> Option<Request<RequestBody>> {
     Some(copy)
 }
 
-async fn handshake<I>(io: I) -> Result<SendRequest<RequestBody>, ForwardError>
+/// The HTTP/1.1 handshake; the connection's driver task tells `home` when
+/// the connection is gone. An upgraded connection leaves the count when it
+/// switches: tunnels are bounded by the client side (`max_connections`,
+/// `idle_timeout`), not by the pool.
+async fn handshake<I>(
+    io: I,
+    home: (Arc<Destination>, usize),
+) -> Result<SendRequest<RequestBody>, ForwardError>
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -370,6 +451,8 @@ where
         if let Err(e) = conn.with_upgrades().await {
             tracing::debug!(error = %e, "upstream connection ended with an error");
         }
+        let (destination, shard) = home;
+        destination.closed(shard);
     });
     Ok(sender)
 }

@@ -25,6 +25,7 @@ fn route(
             timeout: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(1),
             ca_file: None,
+            max_connections: 256,
         },
     }
 }

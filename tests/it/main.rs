@@ -14,6 +14,7 @@ mod introspection;
 mod jwks;
 mod jwt;
 mod keepalive;
+mod limits;
 mod ops;
 mod pool;
 mod process;
