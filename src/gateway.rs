@@ -152,15 +152,35 @@ pub struct Gateway {
     /// Process-wide metrics.
     pub metrics: Arc<Metrics>,
     draining: AtomicBool,
+    /// HTTP/2 requests in flight over every connection (see
+    /// [`Gateway::stream_slot`]).
+    streams: Arc<std::sync::atomic::AtomicUsize>,
+    /// `max(server.max_connections, 256)`, fixed at start like
+    /// `max_connections` itself.
+    stream_cap: usize,
+}
+
+/// One HTTP/2 request's place in the process-wide stream count; given
+/// back when dropped.
+#[derive(Debug)]
+pub struct StreamSlot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Gateway {
     /// A gateway serving `runtime`.
     pub fn new(runtime: Runtime, metrics: Arc<Metrics>) -> Self {
+        let stream_cap = runtime.config.server.max_connections.max(256);
         Self {
+            stream_cap,
             runtime: RwLock::new(Arc::new(runtime)),
             metrics,
             draining: AtomicBool::new(false),
+            streams: Arc::default(),
         }
     }
 
@@ -182,6 +202,17 @@ impl Gateway {
         next.start_background();
         *self.runtime.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
         Ok(())
+    }
+
+    /// A place for one more HTTP/2 request, or `None` when the process
+    /// already has `max(server.max_connections, 256)` in flight: each
+    /// connection may carry 256 streams, so without a total a few clients
+    /// could hold far more requests than `max_connections` allows
+    /// connections.
+    pub fn stream_slot(&self) -> Option<StreamSlot> {
+        let before = self.streams.fetch_add(1, Ordering::AcqRel);
+        let slot = StreamSlot(self.streams.clone());
+        (before < self.stream_cap).then_some(slot)
     }
 
     /// Marks the gateway as shutting down (`/readyz` turns 503).

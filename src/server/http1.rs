@@ -137,6 +137,7 @@ pub async fn serve<I: Parkable>(
             client.clone(),
             activity.clone(),
             Some(upgrades.clone()),
+            false,
         );
         let mut conn = Box::new(builder.serve_connection(TokioIo::new(io), service));
         activity.take_waiting();

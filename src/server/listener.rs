@@ -24,7 +24,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use super::activity::{Activity, Busy, Tracked};
 use super::http1::Prefixed;
 use super::{http1, workers};
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, StreamSlot};
 use crate::proxy::forward::UpgradeSlot;
 use crate::proxy::{Body, headers::ClientInfo};
 
@@ -281,7 +281,7 @@ async fn serve_h2<I>(
         .max_local_error_reset_streams(256);
     // No keep-alive PINGs of our own: their PONGs would count as activity
     // and keep a client that sends nothing alive for good.
-    let service = service(gateway, client, activity.clone(), None);
+    let service = service(gateway, client, activity.clone(), None, true);
     let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
     let idle = server.idle_timeout;
@@ -329,6 +329,7 @@ pub(super) fn service(
     client: ClientInfo,
     activity: Activity,
     upgrades: Option<UpgradeSlot>,
+    http2: bool,
 ) -> impl Service<Request<Incoming>, Response = Response<ConnBody>, Error = Infallible, Future = Reply>
 + Clone
 + Send
@@ -346,17 +347,48 @@ pub(super) fn service(
         // Boxed: parking polls hyper with `poll_without_shutdown`, which
         // wants an `Unpin` future.
         Box::pin(async move {
+            let slot = if http2 {
+                match gateway.stream_slot() {
+                    Some(slot) => Some(slot),
+                    None => {
+                        return Ok(too_many_streams().map(|inner| ConnBody {
+                            inner,
+                            _busy: busy,
+                            _slot: None,
+                        }));
+                    }
+                }
+            } else {
+                None
+            };
             let response = gateway.handle(req, client).await;
             drop(awaiting);
-            Ok(response.map(|inner| ConnBody { inner, _busy: busy }))
+            Ok(response.map(|inner| ConnBody {
+                inner,
+                _busy: busy,
+                _slot: slot,
+            }))
         })
     })
 }
 
-/// A response body that keeps its request counted as in flight.
+/// 503 for an HTTP/2 request past the process's stream total.
+fn too_many_streams() -> Response<Body> {
+    let mut r = crate::gateway::json_response(
+        http::StatusCode::SERVICE_UNAVAILABLE,
+        r#"{"error":"too_many_streams","error_description":"the gateway is serving as many HTTP/2 requests as it allows; retry shortly"}"#,
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+    r
+}
+
+/// A response body that keeps its request counted as in flight (and, for
+/// HTTP/2, its place in the process's stream total).
 pub(super) struct ConnBody {
     inner: Body,
     _busy: Busy,
+    _slot: Option<StreamSlot>,
 }
 
 impl http_body::Body for ConnBody {

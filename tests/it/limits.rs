@@ -117,3 +117,52 @@ routes:
             .contains(r#"authgate_requests_total{route="slow",status="503"}"#)
     );
 }
+
+#[tokio::test]
+async fn http2_streams_are_capped_in_total_not_only_per_connection() {
+    let (slow, _) = slow_upstream(Duration::from_millis(2000)).await;
+    let gw = TestGateway::start(&format!(
+        r#"
+server: {{ listen: "127.0.0.1:0", workers: 1, max_connections: 4 }}
+routes:
+  - name: slow
+    match: {{ path_prefix: / }}
+    upstream: "http://{slow}"
+    auth: public
+    forward: {{ max_connections: 1000 }}
+"#
+    ))
+    .await;
+    let mut flood = Vec::new();
+    for _ in 0..2 {
+        let tcp = tokio::net::TcpStream::connect(gw.running.proxy_addr)
+            .await
+            .unwrap();
+        let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+        tokio::spawn(conn);
+        for _ in 0..200 {
+            let client = client.clone();
+            flood.push(tokio::spawn(async move {
+                let mut client = client.ready().await.unwrap();
+                let req = http::Request::builder()
+                    .uri("http://gateway.test/slow")
+                    .body(())
+                    .unwrap();
+                let (response, _) = client.send_request(req, true).unwrap();
+                response.await.unwrap().status().as_u16()
+            }));
+        }
+    }
+    let mut statuses = std::collections::BTreeMap::new();
+    for task in flood {
+        *statuses.entry(task.await.unwrap()).or_insert(0) += 1;
+    }
+    eprintln!("{statuses:?}");
+    let ok = statuses.get(&200).copied().unwrap_or(0);
+    let refused = statuses.get(&503).copied().unwrap_or(0);
+    assert_eq!(ok + refused, 400, "{statuses:?}");
+    assert!(
+        ok <= 300 && refused >= 100,
+        "256 in flight at most: {statuses:?}"
+    );
+}
