@@ -151,3 +151,55 @@ async fn an_upgraded_tunnel_that_goes_quiet_is_closed() {
         "a quiet tunnel closes after idle_timeout"
     );
 }
+
+#[tokio::test]
+async fn a_client_with_a_zero_window_does_not_hold_an_upstream_connection_for_good() {
+    // An upstream answering 1 MiB, counting connections that ended.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let ended = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = ended.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(http::Response::new(
+                        http_body_util::Full::new(bytes::Bytes::from(vec![b'x'; 1 << 20])),
+                    ))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                    .await;
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            });
+        }
+    });
+    let gw = TestGateway::start(&format!(
+        "server: {{ listen: \"127.0.0.1:0\", workers: 1, idle_timeout: 1s }}\nroutes:\n  - name: big\n    match: {{ path_prefix: / }}\n    upstream: \"http://{addr}\"\n    auth: public\n"
+    ))
+    .await;
+    let tcp = tokio::net::TcpStream::connect(gw.running.proxy_addr)
+        .await
+        .unwrap();
+    let (mut client, conn) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake::<_, bytes::Bytes>(tcp)
+        .await
+        .unwrap();
+    let driver = tokio::spawn(conn);
+    let req = http::Request::builder()
+        .uri("http://gateway.test/big")
+        .body(())
+        .unwrap();
+    let (response, _) = client.send_request(req, true).unwrap();
+    let response = response.await.unwrap();
+    assert_eq!(response.status(), 200);
+    // The client never opens its window: no byte moves, and after
+    // idle_timeout the gateway lets go of the connection and the upstream.
+    crate::support::eventually("the upstream connection to be released", async || {
+        ended.load(std::sync::atomic::Ordering::SeqCst) == 1
+    })
+    .await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), driver).await;
+}
