@@ -16,8 +16,9 @@ use tokio::net::TcpListener;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 
-use crate::gateway::{Gateway, json_response};
+use crate::gateway::Gateway;
 use crate::proxy::Body;
+use crate::response;
 use crate::revocation::{Revocation, body};
 use crate::telemetry::metrics::{IssuerLabel, KindLabel};
 
@@ -84,7 +85,7 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener) {
 
 async fn answer(gateway: &Gateway, req: Request<Incoming>) -> Response<Body> {
     match (req.method(), req.uri().path()) {
-        (&Method::GET, HEALTHZ) => json_response(StatusCode::OK, r#"{"status":"ok"}"#),
+        (&Method::GET, HEALTHZ) => response::json(StatusCode::OK, r#"{"status":"ok"}"#),
         (&Method::GET, READYZ) => readyz(gateway),
         (&Method::GET, METRICS) => {
             let runtime = gateway.runtime();
@@ -119,7 +120,7 @@ async fn answer(gateway: &Gateway, req: Request<Incoming>) -> Response<Body> {
             r
         }
         (&Method::POST, REVOCATIONS) => revoke(gateway, req).await,
-        _ => json_response(StatusCode::NOT_FOUND, r#"{"error":"not_found"}"#),
+        _ => response::json(StatusCode::NOT_FOUND, r#"{"error":"not_found"}"#),
     }
 }
 
@@ -132,10 +133,10 @@ const MAX_REVOCATION_BYTES: usize = 16 * 1024;
 async fn revoke(gateway: &Gateway, req: Request<Incoming>) -> Response<Body> {
     let runtime = gateway.runtime();
     let Some(expected) = runtime.config.admin.token_sha256 else {
-        return json_response(StatusCode::NOT_FOUND, r#"{"error":"not_found"}"#);
+        return response::json(StatusCode::NOT_FOUND, r#"{"error":"not_found"}"#);
     };
     if !admin_token_matches(req.headers(), &expected) {
-        let mut r = json_response(
+        let mut r = response::json(
             StatusCode::UNAUTHORIZED,
             r#"{"error":"invalid_token","error_description":"the admin bearer token is missing or wrong"}"#,
         );
@@ -162,7 +163,7 @@ async fn revoke(gateway: &Gateway, req: Request<Incoming>) -> Response<Body> {
     };
     if let Err(e) = runtime.revocations.revoke(&revocation).await {
         tracing::error!(error = %e, "revocation not stored");
-        let mut r = json_response(
+        let mut r = response::json(
             StatusCode::SERVICE_UNAVAILABLE,
             r#"{"error":"temporarily_unavailable","error_description":"the revocation store is unavailable; nothing was revoked"}"#,
         );
@@ -207,7 +208,7 @@ fn admin_token_matches(headers: &http::HeaderMap, expected: &[u8; 32]) -> bool {
 
 fn invalid(problem: &str) -> Response<Body> {
     let body = serde_json::json!({"error": "invalid_request", "error_description": problem});
-    json_response(StatusCode::BAD_REQUEST, body.to_string())
+    response::json(StatusCode::BAD_REQUEST, body.to_string())
 }
 
 fn readyz(gateway: &Gateway) -> Response<Body> {
@@ -219,9 +220,9 @@ fn readyz(gateway: &Gateway) -> Response<Body> {
         not_ready.push(serde_json::json!({"component": component, "problem": problem}));
     }
     if not_ready.is_empty() {
-        json_response(StatusCode::OK, r#"{"status":"ready"}"#)
+        response::json(StatusCode::OK, r#"{"status":"ready"}"#)
     } else {
         let body = serde_json::json!({"status": "not_ready", "not_ready": not_ready});
-        json_response(StatusCode::SERVICE_UNAVAILABLE, body.to_string())
+        response::json(StatusCode::SERVICE_UNAVAILABLE, body.to_string())
     }
 }

@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 
 use crate::proxy::Body;
+use crate::response::Refusal;
 
 /// Why a request on a protected route was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -239,33 +239,25 @@ impl AuthFailure {
         Some(v)
     }
 
+    /// This failure as a refusal for `response::refuse` to render.
+    pub fn refusal(&self) -> Refusal<'_> {
+        let error = match self.error_code() {
+            Some(code) => code,
+            None if self.retry_after().is_some() => "temporarily_unavailable",
+            None => "unauthorized",
+        };
+        Refusal {
+            status: self.status(),
+            error,
+            description: self.description(),
+            challenge: self.www_authenticate(),
+            retry_after: self.retry_after().map(|r| r.as_secs().max(1)),
+        }
+    }
+
     /// The whole answer: status, challenge, small JSON body.
     pub fn into_response(self) -> Response<Body> {
-        let body = match self.error_code() {
-            Some(code) => {
-                serde_json::json!({"error": code, "error_description": self.description()})
-            }
-            None if self.retry_after().is_some() => {
-                serde_json::json!({"error": "temporarily_unavailable", "error_description": self.description()})
-            }
-            None => {
-                serde_json::json!({"error": "unauthorized", "error_description": self.description()})
-            }
-        };
-        let mut response = crate::gateway::json_response(self.status(), body.to_string());
-        if let Some(v) = self
-            .www_authenticate()
-            .and_then(|v| HeaderValue::try_from(v).ok())
-        {
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
-        }
-        if let Some(retry_after) = self.retry_after() {
-            let secs = retry_after.as_secs().max(1);
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        }
-        response
+        crate::response::refuse(self.refusal())
     }
 }
 

@@ -23,9 +23,12 @@ use crate::config::{KeySource, Policy, RouteAuth, RouteConfig};
 use crate::introspection::Introspector;
 use crate::jwks::KeyCache;
 use crate::revocation::{Revocation, Revocations};
-use crate::routing::Params;
-use crate::telemetry::metrics::{Metrics, ResultLabel};
+use crate::routing::{Params, Route};
+use crate::telemetry::access_log::AccessLog;
+use crate::telemetry::metrics::{Metrics, Name, ResultLabel, RouteReason};
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
 
 /// Bytes the verified-token cache may weigh (token bytes plus a per-entry
 /// allowance for the claims), so long tokens cannot grow it unbounded.
@@ -67,6 +70,8 @@ pub struct Authenticator {
     revocations: Arc<Revocations>,
     cache_hits: Counter,
     cache_misses: Counter,
+    failures: Family<RouteReason, Counter>,
+    duration: Histogram,
 }
 
 /// A route's introspecting issuer (config allows one per route).
@@ -200,6 +205,56 @@ impl Authenticator {
             revocations,
             cache_hits,
             cache_misses,
+            failures: metrics.auth_failures.clone(),
+            duration: metrics.auth_duration.clone(),
+        }
+    }
+
+    /// Who is calling on `route`: nobody on a public route, else the
+    /// identity headers of a token that passed every check. Records the
+    /// auth metrics and the access log's token, issuer, subject and reason.
+    pub async fn admit(
+        &self,
+        route: &Route,
+        params: &Params<'_>,
+        request: &http::request::Parts,
+        log: &mut AccessLog,
+    ) -> Result<Identity, AuthFailure> {
+        let RouteAuth::Protected(policy) = &route.config.auth else {
+            return Ok(Identity::default());
+        };
+        let started = Instant::now();
+        let outcome = self
+            .authenticate(
+                route.index,
+                policy,
+                &request.headers,
+                request.uri.query(),
+                params,
+            )
+            .await;
+        self.duration.observe(started.elapsed().as_secs_f64());
+        log.token_digest = outcome.digest;
+        match outcome.result {
+            Ok(verified) => {
+                log.issuer = Some(verified.issuer.clone());
+                log.subject = verified
+                    .claims
+                    .get("sub")
+                    .and_then(|s| s.as_str())
+                    .map(str::to_owned);
+                Ok(verified.identity_headers(route.index, &route.config.forward.headers))
+            }
+            Err(failure) => {
+                self.failures
+                    .get_or_create(&RouteReason {
+                        route: Name(route.config.name.clone()),
+                        reason: failure.reason(),
+                    })
+                    .inc();
+                log.reason = Some(failure.reason());
+                Err(failure)
+            }
         }
     }
 

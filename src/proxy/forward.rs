@@ -19,6 +19,7 @@ use super::Body;
 use super::headers;
 use super::pool::Destination;
 use crate::config::{ConfigProblem, RouteConfig};
+use crate::response::Refusal;
 
 /// Why a request could not be forwarded.
 #[derive(Debug, thiserror::Error)]
@@ -66,34 +67,27 @@ impl ForwardError {
 
     /// The short JSON answer for the client.
     pub fn into_response(self) -> Response<Body> {
-        let (status, body): (_, &'static str) = match self {
-            ForwardError::Busy => {
-                let mut r = crate::gateway::json_response(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    r#"{"error":"upstream_busy","error_description":"every connection to the upstream service is busy; retry shortly"}"#,
-                );
-                r.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                return r;
-            }
-            ForwardError::Unavailable(_) => (
-                StatusCode::BAD_GATEWAY,
-                r#"{"error":"bad_gateway","error_description":"the upstream service is unavailable"}"#,
+        let (error, description) = match self {
+            ForwardError::Busy => (
+                "upstream_busy",
+                "every connection to the upstream service is busy; retry shortly",
             ),
+            ForwardError::Unavailable(_) => ("bad_gateway", "the upstream service is unavailable"),
             ForwardError::Timeout => (
-                StatusCode::GATEWAY_TIMEOUT,
-                r#"{"error":"gateway_timeout","error_description":"the upstream service did not answer in time"}"#,
+                "gateway_timeout",
+                "the upstream service did not answer in time",
             ),
-            ForwardError::BadRequest => (
-                StatusCode::BAD_REQUEST,
-                r#"{"error":"invalid_request","error_description":"the request cannot be forwarded"}"#,
-            ),
+            ForwardError::BadRequest => ("invalid_request", "the request cannot be forwarded"),
             ForwardError::ClientBody => (
-                StatusCode::BAD_REQUEST,
-                r#"{"error":"invalid_request","error_description":"the request body is malformed or incomplete"}"#,
+                "invalid_request",
+                "the request body is malformed or incomplete",
             ),
         };
-        crate::gateway::json_response(status, body)
+        let refusal = Refusal::new(self.status(), error, description);
+        crate::response::refuse(match self {
+            ForwardError::Busy => refusal.retry_after(1),
+            _ => refusal,
+        })
     }
 }
 

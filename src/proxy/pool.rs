@@ -43,8 +43,8 @@ const MAX_IDLE: usize = 256;
 /// Requests that may wait for a connection to one destination (as Envoy's
 /// default `max_pending_requests`); beyond, 503 `upstream_busy` at once.
 const MAX_WAITING: usize = 1024;
-/// A waiting request gives up this long after the route's
-/// `connect_timeout` (so a connect that times out answers 504 first).
+/// Slack past a request's own connect attempt before it gives up waiting
+/// (the connect's own timeout answers first).
 const WAIT_MARGIN: Duration = Duration::from_millis(100);
 /// An idle connection older than this is closed rather than reused.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -214,8 +214,14 @@ impl Destination {
             attempts += 1;
             let (mut sender, idle_for) = match self.take_or_wait(shard)? {
                 Ok(taken) => taken,
-                Err(waiting) => {
-                    let wait = self.connect_timeout + WAIT_MARGIN;
+                Err((waiting, connecting)) => {
+                    // Waiting on a connection of our own: its connect is
+                    // bounded by connect_timeout and answers 504 itself.
+                    // Waiting for a busy one to come free: connect_timeout.
+                    let wait = match connecting {
+                        true => 2 * self.connect_timeout + WAIT_MARGIN,
+                        false => self.connect_timeout,
+                    };
                     match tokio::time::timeout(wait, waiting).await {
                         Err(_) => return Err(ForwardError::Busy),
                         Ok(delivered) => (delivered.map_err(|_| abandoned())??, Duration::ZERO),
@@ -267,7 +273,7 @@ impl Destination {
         self: &Arc<Self>,
         shard: usize,
     ) -> Result<
-        Result<(SendRequest<RequestBody>, Duration), oneshot::Receiver<Delivered>>,
+        Result<(SendRequest<RequestBody>, Duration), (oneshot::Receiver<Delivered>, bool)>,
         ForwardError,
     > {
         let mut state = self.lock(shard);
@@ -292,7 +298,7 @@ impl Destination {
         if connect {
             self.spawn_connect(shard);
         }
-        Ok(Err(rx))
+        Ok(Err((rx, connect)))
     }
 
     /// Opens one connection (already counted in `open`) for the oldest
@@ -303,9 +309,11 @@ impl Destination {
             match me.connect(shard).await {
                 Ok(sender) => me.put(shard, sender),
                 // Each failed attempt fails one waiting request, promptly.
+                // (the failure goes out first, so the place it frees goes
+                // to a request still waiting, not to this one again).
                 Err(e) => {
-                    me.closed(shard);
                     me.fail_one(shard, e);
+                    me.closed(shard);
                 }
             }
         });

@@ -27,6 +27,7 @@ use super::{http1, workers};
 use crate::gateway::{Gateway, StreamSlot};
 use crate::proxy::forward::UpgradeSlot;
 use crate::proxy::{Body, headers::ClientInfo};
+use crate::response::Refusal;
 
 /// The HTTP/2 connection preface, which a plain-text HTTP/2 client (prior
 /// knowledge) sends first.
@@ -374,13 +375,14 @@ pub(super) fn service(
 
 /// 503 for an HTTP/2 request past the process's stream total.
 fn too_many_streams() -> Response<Body> {
-    let mut r = crate::gateway::json_response(
-        http::StatusCode::SERVICE_UNAVAILABLE,
-        r#"{"error":"too_many_streams","error_description":"the gateway is serving as many HTTP/2 requests as it allows; retry shortly"}"#,
-    );
-    r.headers_mut()
-        .insert(header::RETRY_AFTER, http::HeaderValue::from_static("1"));
-    r
+    crate::response::refuse(
+        Refusal::new(
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_streams",
+            "the gateway is serving as many HTTP/2 requests as it allows; retry shortly",
+        )
+        .retry_after(1),
+    )
 }
 
 /// A response body that keeps its request counted as in flight (and, for

@@ -279,10 +279,7 @@ async fn a_jwks_with_no_usable_key_is_a_failed_fetch_and_the_good_keys_keep_serv
     ] {
         issuer.state.lock().unwrap().jwks = junk;
         let before = issuer.fetches();
-        eventually("two more refreshes", async || {
-            issuer.fetches() >= before + 2
-        })
-        .await;
+        eventually("another refresh", async || issuer.fetches() > before).await;
         assert_eq!(
             status(&gw, &token).await.0,
             200,

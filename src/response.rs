@@ -1,0 +1,96 @@
+//! Every answer the gateway makes itself, for every listener: the small
+//! JSON body (`{"error", "error_description"}`), `Cache-Control: no-store`,
+//! and for refusals their `WWW-Authenticate` and `Retry-After`. A leaf:
+//! auth, proxy, admin and server describe a refusal as a [`Refusal`] and
+//! this module renders it, so a later format (gRPC trailers-only answers)
+//! changes [`refuse`] alone.
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Response, StatusCode};
+
+use crate::proxy::Body;
+
+/// A gateway-made refusal, before it is rendered.
+#[derive(Debug)]
+pub struct Refusal<'a> {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// The `error` member (an RFC 6750 code, or ours: `upstream_busy`, ...).
+    pub error: &'a str,
+    /// The `error_description` member; never holds a token.
+    pub description: &'a str,
+    /// The `WWW-Authenticate` challenge, if any.
+    pub challenge: Option<String>,
+    /// Seconds for `Retry-After`, if the client should come back.
+    pub retry_after: Option<u64>,
+}
+
+impl<'a> Refusal<'a> {
+    /// A refusal with no challenge and no `Retry-After`.
+    pub fn new(status: StatusCode, error: &'a str, description: &'a str) -> Self {
+        Self {
+            status,
+            error,
+            description,
+            challenge: None,
+            retry_after: None,
+        }
+    }
+
+    /// The same, asking the client to retry after `secs` seconds.
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs.max(1));
+        self
+    }
+}
+
+/// Renders `refusal`: the one place a refusal becomes an answer.
+pub fn refuse(refusal: Refusal<'_>) -> Response<Body> {
+    let body = serde_json::json!({
+        "error": refusal.error,
+        "error_description": refusal.description,
+    });
+    let mut response = json(refusal.status, body.to_string());
+    let h = response.headers_mut();
+    if let Some(v) = refusal
+        .challenge
+        .and_then(|v| HeaderValue::try_from(v).ok())
+    {
+        h.insert(header::WWW_AUTHENTICATE, v);
+    }
+    if let Some(secs) = refusal.retry_after {
+        h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    response
+}
+
+/// 400 `invalid_request` saying what is wrong with the request.
+pub fn bad_request(problem: &dyn std::fmt::Display) -> Response<Body> {
+    refuse(Refusal::new(
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+        &problem.to_string(),
+    ))
+}
+
+/// 404 for a request no route matches.
+pub fn no_route() -> Response<Body> {
+    json(
+        StatusCode::NOT_FOUND,
+        r#"{"error":"not_found","error_description":"no route matches this request"}"#,
+    )
+}
+
+/// A small JSON answer (`body` already JSON), never cached.
+pub fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut response = Response::new(Body::full(body));
+    *response.status_mut() = status;
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}

@@ -1,0 +1,140 @@
+//! Everything built from one config file: the compiled routes, the
+//! authenticator, the upstream pools, the key caches, introspectors and
+//! revocation list. A reload builds the next [`Runtime`] from the previous
+//! one, keeping what did not change; requests hold the snapshot they started
+//! with.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::auth::Authenticator;
+use crate::config::{Config, ConfigProblem};
+use crate::introspection::Introspector;
+use crate::jwks::KeyCache;
+use crate::proxy::Forwarder;
+use crate::proxy::headers::IdentityNames;
+use crate::revocation::Revocations;
+use crate::routing::RouteTable;
+use crate::telemetry::metrics::Metrics;
+
+/// Everything built from one config file.
+#[derive(Debug)]
+pub struct Runtime {
+    /// The config (routes moved into `routes`).
+    pub config: Config,
+    /// Compiled routes.
+    pub routes: RouteTable,
+    /// Authentication for protected routes.
+    pub auth: Authenticator,
+    /// Upstream clients.
+    pub forwarder: Forwarder,
+    /// Key caches by issuer name; kept across reloads when the issuer is unchanged.
+    pub keys: HashMap<String, Arc<KeyCache>>,
+    /// Introspectors by issuer name (issuers with `introspection:`); kept
+    /// across reloads like the key caches.
+    pub introspectors: HashMap<String, Arc<Introspector>>,
+    /// The revocation list; kept across reloads while `revocation:` is unchanged.
+    pub revocations: Arc<Revocations>,
+    /// Every identity header name of the config: no client sends these
+    /// upstream, on any route.
+    pub identity_names: IdentityNames,
+}
+
+impl Runtime {
+    /// Builds a runtime, reusing `previous` key caches whose issuer config is unchanged.
+    pub fn build(
+        mut config: Config,
+        previous: Option<&Runtime>,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Self, ConfigProblem> {
+        let mut keys = HashMap::new();
+        let mut introspectors = HashMap::new();
+        for issuer in &config.issuers {
+            let reused = previous
+                .and_then(|p| p.introspectors.get(&issuer.name))
+                .filter(|i| **i.issuer() == **issuer)
+                .cloned();
+            let introspector = match reused {
+                Some(i) => Some(i),
+                None => Introspector::new(issuer.clone())?.map(Arc::new),
+            };
+            if let Some(i) = introspector {
+                introspectors.insert(issuer.name.clone(), i);
+            }
+            let older = previous
+                .and_then(|p| p.keys.get(&issuer.name))
+                .filter(|k| k.same_source(issuer));
+            let cache = match older {
+                Some(k) if **k.issuer() == **issuer => k.clone(),
+                Some(k) => Arc::new(KeyCache::carrying(issuer.clone(), k, metrics.clone())?),
+                None => Arc::new(KeyCache::new(issuer.clone(), metrics.clone())?),
+            };
+            keys.insert(issuer.name.clone(), cache);
+        }
+        let revocations = match previous.map(|p| &p.revocations) {
+            Some(r) if *r.config() == config.revocation => r.clone(),
+            other => Arc::new(Revocations::new(&config.revocation, other.map(|r| &**r))?),
+        };
+        let routes = std::mem::take(&mut config.routes);
+        let identity_names = IdentityNames::new(routes.iter().map(|r| &r.forward));
+        let forwarder = Forwarder::new(
+            &routes,
+            previous.map(|p| &p.forwarder),
+            config.server.workers,
+        )?;
+        let auth = Authenticator::new(&routes, &keys, &introspectors, revocations.clone(), metrics);
+        Ok(Self {
+            config,
+            routes: RouteTable::new(routes),
+            auth,
+            forwarder,
+            keys,
+            introspectors,
+            revocations,
+            identity_names,
+        })
+    }
+
+    /// A TLS acceptor for the current certificate, if TLS is configured.
+    pub fn tls_acceptor(&self) -> Option<tokio_rustls::TlsAcceptor> {
+        self.config
+            .tls_server
+            .clone()
+            .map(tokio_rustls::TlsAcceptor::from)
+    }
+
+    /// What keeps this runtime from serving, as (config path, problem):
+    /// issuers whose keys have not loaded yet, and a revocation store that
+    /// is down under `on_store_error: deny`.
+    pub fn not_ready(&self) -> Vec<(String, String)> {
+        let mut out: Vec<_> = self
+            .keys
+            .iter()
+            .filter(|(_, k)| !k.ready())
+            .map(|(name, k)| {
+                let problem = k
+                    .last_error()
+                    .unwrap_or_else(|| "keys not loaded yet".into());
+                (format!("issuers.{name}"), problem)
+            })
+            .collect();
+        out.sort();
+        if let Some(problem) = self.revocations.not_ready() {
+            out.push(("revocation".into(), problem));
+        }
+        out
+    }
+
+    /// Starts background work: loading keys of every issuer not loaded yet,
+    /// and the revocation store's subscription.
+    pub fn start_background(&self) {
+        self.revocations.start();
+        // Each cache starts once (its background refresh runs for as long
+        // as a runtime holds it); a cache carried over with its keys only
+        // needs the refresh.
+        for cache in self.keys.values() {
+            let cache = cache.clone();
+            tokio::spawn(async move { cache.start().await });
+        }
+    }
+}
