@@ -13,7 +13,6 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod gateway;
-pub mod introspection;
 pub mod jwks;
 pub mod proxy;
 pub mod response;

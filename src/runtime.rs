@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use crate::auth::Authenticator;
 use crate::config::{Config, ConfigProblem};
-use crate::introspection::Introspector;
+use crate::auth::introspect::Introspector;
 use crate::jwks::KeyCache;
 use crate::proxy::Forwarder;
 use crate::proxy::headers::IdentityNames;

@@ -261,6 +261,26 @@ impl AuthFailure {
     }
 }
 
+impl From<crate::jwks::KeyError> for AuthFailure {
+    fn from(e: crate::jwks::KeyError) -> Self {
+        use crate::jwks::KeyError;
+        match e {
+            KeyError::UnknownKid => AuthFailure::UnknownKid,
+            KeyError::WrongFamily => AuthFailure::AlgorithmNotAllowed,
+            KeyError::Unavailable { retry_after } => AuthFailure::KeysUnavailable { retry_after },
+        }
+    }
+}
+
+impl From<crate::revocation::Refused> for AuthFailure {
+    fn from(e: crate::revocation::Refused) -> Self {
+        match e {
+            crate::revocation::Refused::Revoked => AuthFailure::Revoked,
+            crate::revocation::Refused::Unavailable => AuthFailure::RevocationUnavailable,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,6 +5,7 @@
 pub mod extract;
 pub mod failure;
 pub mod identity;
+pub mod introspect;
 pub mod policy;
 pub mod token;
 pub mod verify;
@@ -20,7 +21,7 @@ pub use identity::Identity;
 pub use verify::Verified;
 
 use crate::config::{KeySource, Policy, RouteAuth, RouteConfig};
-use crate::introspection::Introspector;
+use introspect::Introspector;
 use crate::jwks::KeyCache;
 use crate::revocation::{Revocation, Revocations};
 use crate::routing::{Params, Route};

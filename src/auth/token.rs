@@ -13,6 +13,7 @@ use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::{Map, Value};
 
 use super::failure::AuthFailure;
+use crate::telemetry::redact::fingerprint;
 
 /// Largest token accepted (bytes).
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
@@ -45,15 +46,6 @@ pub fn looks_like_jws(token: &[u8]) -> bool {
     token.iter().filter(|b| **b == b'.').count() == 2
 }
 
-/// `token_fp`: the first 12 hex digits of the token's SHA-256.
-pub fn fingerprint(digest: &[u8; 32]) -> String {
-    let mut s = String::with_capacity(12);
-    for b in &digest[..6] {
-        s.push(char::from(b"0123456789abcdef"[(b >> 4) as usize]));
-        s.push(char::from(b"0123456789abcdef"[(b & 15) as usize]));
-    }
-    s
-}
 
 /// The JOSE header fields authgate reads. Key-locating headers (`jku`,
 /// `x5u`, `jwk`, `x5c`) are deliberately not kept: they are never used.

@@ -14,7 +14,6 @@ use jsonwebtoken::Algorithm;
 use super::discovery;
 use super::fetch::{FetchError, Fetcher};
 use super::keyset::{KeySet, Lookup, VerifyKey};
-use crate::auth::AuthFailure;
 use crate::config::{IssuerConfig, KeySource};
 use crate::telemetry::metrics::{IssuerLabel, IssuerResult, Metrics, Name};
 
@@ -40,6 +39,23 @@ struct State {
     /// another request just made.
     generation: u64,
     last_error: Option<String>,
+}
+
+/// Why no key could be found for a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// No key with that `kid`, even after a refresh.
+    #[error("no key with this kid")]
+    UnknownKid,
+    /// A key with that `kid` exists, of a family the algorithm does not fit.
+    #[error("the key does not fit the algorithm")]
+    WrongFamily,
+    /// No usable keys (never loaded, or stale past `stale_if_error`).
+    #[error("keys unavailable")]
+    Unavailable {
+        /// When to try again.
+        retry_after: Duration,
+    },
 }
 
 /// The key cache of one issuer.
@@ -182,7 +198,7 @@ impl KeyCache {
         &self,
         kid: Option<&str>,
         alg: Algorithm,
-    ) -> Result<Arc<VerifyKey>, AuthFailure> {
+    ) -> Result<Arc<VerifyKey>, KeyError> {
         let generation = self.generation();
         let keys = match self.usable() {
             Some(keys) => keys,
@@ -196,11 +212,11 @@ impl KeyCache {
         };
         match keys.find(kid, alg) {
             Lookup::Found(key) => return Ok(key),
-            Lookup::WrongFamily => return Err(AuthFailure::AlgorithmNotAllowed),
+            Lookup::WrongFamily => return Err(KeyError::WrongFamily),
             Lookup::Unknown => {}
         }
         let Some(kid) = kid else {
-            return Err(AuthFailure::UnknownKid);
+            return Err(KeyError::UnknownKid);
         };
         let may_refresh = self.issuer.jwks_cache.refresh_on_unknown_kid
             && self.needs_fetching()
@@ -211,13 +227,13 @@ impl KeyCache {
             if let Some(keys) = self.usable() {
                 match keys.find(Some(kid), alg) {
                     Lookup::Found(key) => return Ok(key),
-                    Lookup::WrongFamily => return Err(AuthFailure::AlgorithmNotAllowed),
+                    Lookup::WrongFamily => return Err(KeyError::WrongFamily),
                     Lookup::Unknown => {}
                 }
             }
         }
         self.unknown_kids.insert(kid.into(), ());
-        Err(AuthFailure::UnknownKid)
+        Err(KeyError::UnknownKid)
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
@@ -247,13 +263,13 @@ impl KeyCache {
         (age <= limit).then(|| keys.clone())
     }
 
-    fn unavailable(&self) -> AuthFailure {
+    fn unavailable(&self) -> KeyError {
         let retry = self
             .issuer
             .jwks_cache
             .min_refresh_interval
             .clamp(Duration::from_secs(1), Duration::from_secs(30));
-        AuthFailure::KeysUnavailable { retry_after: retry }
+        KeyError::Unavailable { retry_after: retry }
     }
 
     /// Fetches unless another caller fetched since `seen_generation`.

@@ -6,5 +6,5 @@ pub mod discovery;
 pub mod fetch;
 pub mod keyset;
 
-pub use cache::KeyCache;
+pub use cache::{KeyCache, KeyError};
 pub use keyset::{KeySet, VerifyKey};

@@ -24,7 +24,6 @@ use serde_json::{Map, Value};
 
 pub use denylist::DenyList;
 
-use crate::auth::AuthFailure;
 use crate::config::{ConfigProblem, RevocationConfig, RevocationStore};
 
 /// A jti revocation is kept this long past the token's `expires_at`, so
@@ -106,6 +105,17 @@ pub(crate) fn issued_before_time(claims: &Map<String, Value>, before: f64) -> bo
         .is_none_or(|iat| iat < before)
 }
 
+/// Why a token may not pass the revocation check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// On the deny list.
+    #[error("revoked")]
+    Revoked,
+    /// The store is down under `on_store_error: deny`.
+    #[error("revocation store unavailable")]
+    Unavailable,
+}
+
 /// Why a revocation could not be stored.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -177,12 +187,12 @@ impl Revocations {
     }
 
     /// Refuses revoked tokens; applies `on_store_error` while the store is down.
-    pub fn check(&self, issuer: &str, claims: &Map<String, Value>) -> Result<(), AuthFailure> {
+    pub fn check(&self, issuer: &str, claims: &Map<String, Value>) -> Result<(), Refused> {
         if self.list.is_revoked(issuer, claims) {
-            return Err(AuthFailure::Revoked);
+            return Err(Refused::Revoked);
         }
         if self.config.deny_on_store_error && !self.store.healthy() {
-            return Err(AuthFailure::RevocationUnavailable);
+            return Err(Refused::Unavailable);
         }
         Ok(())
     }

@@ -7,7 +7,7 @@ use std::time::Instant;
 use http::{Method, StatusCode, Uri};
 
 use super::metrics::{Metrics, Name};
-use crate::auth::token::fingerprint;
+use super::redact::fingerprint;
 
 /// Facts gathered along the request path.
 #[derive(Debug)]
