@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::auth::Authenticator;
-use crate::config::{Config, ConfigProblem};
 use crate::auth::introspect::Introspector;
+use crate::config::{Config, ConfigProblem};
 use crate::jwks::KeyCache;
 use crate::proxy::Forwarder;
 use crate::proxy::headers::IdentityNames;

@@ -21,12 +21,12 @@ pub use identity::Identity;
 pub use verify::Verified;
 
 use crate::config::{KeySource, Policy, RouteAuth, RouteConfig};
-use introspect::Introspector;
 use crate::jwks::KeyCache;
 use crate::revocation::{Revocation, Revocations};
 use crate::routing::{Params, Route};
 use crate::telemetry::access_log::AccessLog;
 use crate::telemetry::metrics::{Metrics, Name, ResultLabel, RouteReason};
+use introspect::Introspector;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;

@@ -46,7 +46,6 @@ pub fn looks_like_jws(token: &[u8]) -> bool {
     token.iter().filter(|b| **b == b'.').count() == 2
 }
 
-
 /// The JOSE header fields authgate reads. Key-locating headers (`jku`,
 /// `x5u`, `jwk`, `x5c`) are deliberately not kept: they are never used.
 #[derive(Debug, Clone, PartialEq, Eq)]
