@@ -168,7 +168,7 @@ fn rewrite(c: &mut Criterion) {
         ),
     ];
     let client = ClientInfo::new("10.1.2.3".parse().unwrap(), true);
-    let reserved = IdentityNames::new([&route.forward]);
+    let reserved = IdentityNames::new(route.forward.headers.iter().map(|(n, _)| n));
     c.bench_function("header_rewrite", |b| {
         b.iter_batched(
             || base.clone(),

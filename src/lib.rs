@@ -12,6 +12,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod descriptors;
 pub mod gateway;
 pub mod jwks;
 pub mod proxy;

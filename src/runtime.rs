@@ -76,7 +76,11 @@ impl Runtime {
             other => Arc::new(Revocations::new(&config.revocation, other.map(|r| &**r))?),
         };
         let routes = std::mem::take(&mut config.routes);
-        let identity_names = IdentityNames::new(routes.iter().map(|r| &r.forward));
+        let identity_names = IdentityNames::new(
+            routes
+                .iter()
+                .flat_map(|r| r.forward.headers.iter().map(|(n, _)| n)),
+        );
         let forwarder = Forwarder::new(
             &routes,
             previous.map(|p| &p.forwarder),

@@ -273,7 +273,7 @@ mod tests {
             HeaderValue::from_static("alice"),
         )];
         let upstream = HeaderValue::from_static("127.0.0.1:8081");
-        let reserved = IdentityNames::new([&forward(false)]);
+        let reserved = IdentityNames::new(forward(false).headers.iter().map(|(n, _)| n));
         rewrite_request(
             &mut h,
             Rewrite {

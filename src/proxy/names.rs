@@ -4,8 +4,6 @@
 
 use http::header::{self, HeaderName};
 
-use crate::config::ForwardConfig;
-
 /// `X-Forwarded-For`.
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// `X-Forwarded-Proto`.
@@ -78,14 +76,12 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
 pub struct IdentityNames(Box<[HeaderName]>);
 
 impl IdentityNames {
-    /// The union of `forward.headers` names over every route's `forward`.
-    pub fn new<'a>(forwards: impl IntoIterator<Item = &'a ForwardConfig>) -> Self {
+    /// The union of `names`: every route's `forward.headers` names.
+    pub fn new<'a>(all: impl IntoIterator<Item = &'a HeaderName>) -> Self {
         let mut names: Vec<HeaderName> = Vec::new();
-        for forward in forwards {
-            for (name, _) in &forward.headers {
-                if !name.as_str().starts_with(IDENTITY_PREFIX) && !names.contains(name) {
-                    names.push(name.clone());
-                }
+        for name in all {
+            if !name.as_str().starts_with(IDENTITY_PREFIX) && !names.contains(name) {
+                names.push(name.clone());
             }
         }
         Self(names.into())

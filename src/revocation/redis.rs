@@ -19,6 +19,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::{BoxFuture, DenyList, Revocation, Store, StoreError};
 use crate::config::ConfigProblem;
+use crate::telemetry::redact::{redact_in, redact_url as redact};
 
 /// The channel every replica listens on.
 pub const CHANNEL: &str = "authgate:revocations";
@@ -90,36 +91,6 @@ pub fn client(url: &str, ca_file: Option<&Path>) -> Result<redis::Client, Config
             .map_err(|e| problem(scrub(e)))
         }
         _ => redis::Client::open(url).map_err(|e| problem(scrub(e))),
-    }
-}
-
-/// `url` with any password replaced by `***`.
-pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => {
-            let user = rest[..at].split(':').next().unwrap_or("");
-            format!("{scheme}://{user}:***@{}", &rest[at + 1..])
-        }
-        None => url.to_owned(),
-    }
-}
-
-/// `text` with the password of `url`, wherever it appears, replaced.
-fn redact_in(text: &str, url: &str) -> String {
-    let password = url
-        .split_once("://")
-        .map(|(_, rest)| rest.split('/').next().unwrap_or(""))
-        .and_then(|authority| authority.rsplit_once('@'))
-        .and_then(|(userinfo, _)| userinfo.split_once(':'))
-        .map(|(_, password)| password)
-        .filter(|p| !p.is_empty());
-    match password {
-        Some(p) => text.replace(url, &redact(url)).replace(p, "***"),
-        None => text.to_owned(),
     }
 }
 

@@ -1,3 +1,5 @@
+use std::borrow::Cow;
+
 use super::*;
 use crate::config::{ForwardConfig, RouteAuth, Upstream};
 use std::time::Duration;

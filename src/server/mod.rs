@@ -4,7 +4,6 @@
 
 mod activity;
 mod http1;
-pub mod limits;
 pub mod listener;
 pub mod shutdown;
 pub mod workers;
@@ -52,7 +51,7 @@ pub struct Running {
 impl Running {
     /// Binds both listeners and starts serving `config`; keys load in the background.
     pub async fn start(config: Config) -> Result<Self, StartError> {
-        match limits::raise_descriptor_limit() {
+        match crate::descriptors::raise_descriptor_limit() {
             Ok(soft) => tracing::debug!(nofile = soft, "file descriptor limit"),
             Err(e) => tracing::warn!(error = %e, "cannot raise the file descriptor limit"),
         }

@@ -11,23 +11,9 @@
 //! a connection cannot move to an idle core once it has been placed.
 
 use std::cell::Cell;
-use std::sync::OnceLock;
 
 thread_local! {
     static INDEX: Cell<usize> = const { Cell::new(0) };
-}
-
-/// How many workers the proxy runs when `server.workers` is not set:
-/// `AUTHGATE_WORKER_THREADS`, or one per core.
-pub fn default_count() -> usize {
-    static COUNT: OnceLock<usize> = OnceLock::new();
-    *COUNT.get_or_init(|| {
-        std::env::var("AUTHGATE_WORKER_THREADS")
-            .ok()
-            .and_then(|n| n.parse().ok())
-            .filter(|n| *n > 0)
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-    })
 }
 
 /// This thread's worker number, below `server.workers`; 0 on any other thread

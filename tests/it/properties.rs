@@ -185,7 +185,7 @@ proptest! {
         headers.append("x-tenant", HeaderValue::from_static("spoofed"));
         headers.append("x_tenant", HeaderValue::from_static("spoofed"));
         let ours = [(HeaderName::from_static("x-auth-subject"), HeaderValue::from_static("alice"))];
-        let reserved = IdentityNames::new([&route.forward]);
+        let reserved = IdentityNames::new(route.forward.headers.iter().map(|(n, _)| n));
         rewrite_request(
             &mut headers,
             Rewrite {

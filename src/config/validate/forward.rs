@@ -16,7 +16,7 @@ impl Validator<'_> {
                 for (name, claim) in map {
                     let at = format!("{path}.headers.{name}");
                     match HeaderName::from_bytes(name.as_bytes()) {
-                        Ok(h) if crate::proxy::headers::is_reserved(&h) => self.problem(
+                        Ok(h) if crate::proxy::names::is_reserved(&h) => self.problem(
                             &at,
                             format!("{name} is set by the gateway itself"),
                             "an identity header name like X-Auth-Tenant",

@@ -12,11 +12,16 @@ impl Validator<'_> {
         let store = match f.store.as_deref().unwrap_or("memory") {
             "memory" => RevocationStore::Memory,
             "redis" => match f.redis_url {
-                // Parsed exactly as `run` will (the same function).
-                Some(url) => match crate::revocation::redis::client(&url, None) {
-                    Ok(_) => RevocationStore::Redis(url),
-                    Err(p) => {
-                        self.problems.push(p);
+                // Parsed by the redis crate's own URL parser, the one `run`
+                // uses; no message shows the URL's password.
+                Some(url) => match redis_url_problem(&url) {
+                    None => RevocationStore::Redis(url),
+                    Some(problem) => {
+                        self.problem(
+                            "revocation.redis_url",
+                            problem,
+                            "redis://HOST:PORT or rediss://HOST:PORT",
+                        );
                         RevocationStore::Memory
                     }
                 },
@@ -63,4 +68,16 @@ impl Validator<'_> {
             store_grace,
         })
     }
+}
+
+/// What is wrong with a `redis_url`, if anything.
+fn redis_url_problem(url: &str) -> Option<String> {
+    use crate::telemetry::redact::{redact_in, redact_url};
+    use redis::IntoConnectionInfo;
+    if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+        return Some(format!("{}: not a redis URL", redact_url(url)));
+    }
+    url.into_connection_info()
+        .err()
+        .map(|e| format!("{}: {}", redact_url(url), redact_in(&e.to_string(), url)))
 }

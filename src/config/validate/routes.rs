@@ -154,7 +154,7 @@ impl Validator<'_> {
             };
             let is_template = matches!(pm, PathMatch::Template(_));
             let original = if pattern.is_empty() { "/" } else { pattern };
-            match crate::routing::check_pattern(original, is_template) {
+            match crate::routing::path::check_pattern(original, is_template) {
                 Ok(p) => {
                     params = p;
                     path_match = Some(pm);

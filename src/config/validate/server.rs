@@ -31,7 +31,7 @@ impl Validator<'_> {
         }
         let upstream: u64 = destinations.iter().map(|(_, n)| *n as u64).sum();
         let needed = server.max_connections as u64 + upstream + RESERVED_DESCRIPTORS;
-        if let Some(hard) = crate::server::limits::descriptor_limit() {
+        if let Some(hard) = crate::descriptors::descriptor_limit() {
             let fits = hard.saturating_sub(upstream + RESERVED_DESCRIPTORS);
             if needed > hard && !explicit && fits >= 64 {
                 self.lint(
@@ -117,7 +117,7 @@ impl Validator<'_> {
             self.problem("server.max_connections", "must not be 0", "at least 1");
         }
         let workers = match f.workers {
-            None => crate::server::workers::default_count(),
+            None => default_workers(),
             Some(n @ 1..=MAX_WORKERS) => n as usize,
             Some(n) => {
                 self.problem(
@@ -177,4 +177,17 @@ impl Validator<'_> {
             token_sha256,
         })
     }
+}
+
+/// How many workers the proxy runs when `server.workers` is not set:
+/// `AUTHGATE_WORKER_THREADS`, or one per core.
+fn default_workers() -> usize {
+    static COUNT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *COUNT.get_or_init(|| {
+        std::env::var("AUTHGATE_WORKER_THREADS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .filter(|n| *n > 0)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    })
 }
