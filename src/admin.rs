@@ -40,7 +40,7 @@ pub const MAX_CONNECTIONS: usize = 64;
 /// send its request head within the proxy's `server.header_read_timeout`
 /// (the same rule as on the proxy port), and at most [`MAX_CONNECTIONS`]
 /// are served at once.
-pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener) {
+pub async fn listen(gateway: Arc<Gateway>, listener: TcpListener) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else {

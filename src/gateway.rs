@@ -109,7 +109,7 @@ impl Gateway {
             metrics: &self.metrics,
         };
         let log = accounted.log.as_mut().expect("set just above");
-        let response = serve(&runtime, req, client, log).await;
+        let response = proxy_request(&runtime, req, client, log).await;
         accounted.finish(response.status());
         response
     }
@@ -145,7 +145,7 @@ impl Drop for Accounted<'_> {
 
 /// The request path: normalise, route, authenticate, rewrite, forward.
 /// Each step answers the request itself only by returning a refusal.
-async fn serve(
+async fn proxy_request(
     rt: &Runtime,
     req: Request<Incoming>,
     client: ClientInfo,

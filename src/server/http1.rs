@@ -33,7 +33,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::activity::{Activity, Tracked};
-use super::listener::{service, stopped};
+use super::service::service;
+use super::shutdown::stopped;
 use crate::config::ServerConfig;
 use crate::gateway::Gateway;
 use crate::proxy::forward::UpgradeSlot;
@@ -84,7 +85,7 @@ enum Ended {
 
 /// Serves HTTP/1.1 on `io` until the client leaves, the connection idles
 /// out, or the gateway stops.
-pub async fn serve<I: Parkable>(
+pub async fn serve_http1<I: Parkable>(
     gateway: Arc<Gateway>,
     io: Prefixed<I>,
     client: ClientInfo,

@@ -3,8 +3,11 @@
 //! integration tests alike, so all three exercise the same code.
 
 mod activity;
+mod connection;
 mod http1;
+mod http2;
 pub mod listener;
+mod service;
 pub mod shutdown;
 pub mod workers;
 
@@ -77,8 +80,8 @@ impl Running {
         runtime.start_background();
         let gateway = Arc::new(Gateway::new(runtime, metrics));
         let (stop, stopped) = watch::channel(false);
-        let proxy = tokio::spawn(listener::serve(gateway.clone(), proxy, stopped));
-        let admin = tokio::spawn(crate::admin::serve(gateway.clone(), admin));
+        let proxy = tokio::spawn(listener::accept_loop(gateway.clone(), proxy, stopped));
+        let admin = tokio::spawn(crate::admin::listen(gateway.clone(), admin));
         tracing::info!(proxy = %proxy_addr, admin = %admin_addr, "authgate listening");
         Ok(Self {
             gateway,

@@ -37,3 +37,8 @@ impl Signals {
         }
     }
 }
+
+/// Resolves once the stop flag is set (or its sender is gone).
+pub(super) async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await.map(|_| ());
+}

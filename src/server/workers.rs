@@ -1,7 +1,7 @@
 //! The proxy's worker threads, nginx's worker processes in one process.
 //!
 //! Each worker is a thread running a single-threaded tokio runtime. The
-//! acceptor (`listener::serve`) hands each new connection to the worker
+//! acceptor (`listener::accept_loop`) hands each new connection to the worker
 //! serving the fewest, and that worker serves it from start to end on its
 //! thread, upstream connections included: the pool keeps one idle stack per
 //! worker (`proxy::pool`). Nothing on the hot path crosses threads, so no

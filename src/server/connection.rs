@@ -1,0 +1,116 @@
+//! One client connection, from accept to the protocol: its first bytes
+//! within `header_read_timeout`, the TLS handshake (ALPN picks the
+//! protocol) or, in plain text, the HTTP/2 preface read into the prefix
+//! buffer; then HTTP/1.1 (`http1.rs`) or HTTP/2 (`http2.rs`).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use super::activity::{Activity, Tracked};
+use super::http1::{self, Prefixed};
+use super::http2;
+use super::shutdown::stopped;
+use crate::gateway::Gateway;
+use crate::proxy::headers::ClientInfo;
+
+/// The HTTP/2 connection preface, which a plain-text HTTP/2 client (prior
+/// knowledge) sends first.
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// One client connection. The task's own future stays small (a parked
+/// connection holds little more than it): the TLS and HTTP/2 paths, which
+/// are large, are boxed.
+pub(super) async fn serve_connection(
+    gateway: Arc<Gateway>,
+    tcp: TcpStream,
+    ip: std::net::IpAddr,
+    mut stop: watch::Receiver<bool>,
+) {
+    let _ = tcp.set_nodelay(true);
+    let runtime = gateway.runtime();
+    let server = runtime.config.server.clone();
+    let Some(acceptor) = runtime.tls_acceptor() else {
+        drop(runtime);
+        // Nothing is allocated for the connection until its first bytes
+        // arrive, and those must come within `header_read_timeout`.
+        let first = tokio::select! {
+            sniffed = tokio::time::timeout(server.header_read_timeout, sniff_h2(&tcp)) => sniffed,
+            _ = stopped(&mut stop) => return,
+        };
+        let activity = Activity::new();
+        let client = ClientInfo::new(ip, false);
+        let io = Tracked {
+            inner: tcp,
+            activity: activity.clone(),
+        };
+        match first {
+            Ok(Ok(Some((h2, prefix)))) => {
+                let io = Prefixed { inner: io, prefix };
+                if h2 {
+                    Box::pin(http2::serve_http2(
+                        gateway, io, client, &server, activity, stop,
+                    ))
+                    .await;
+                } else {
+                    http1::serve_http1(gateway, io, client, &server, activity, stop).await;
+                }
+            }
+            Ok(Ok(None)) | Ok(Err(_)) => {}
+            Err(_) => tracing::debug!("no request within header_read_timeout"),
+        }
+        return;
+    };
+    drop(runtime);
+    Box::pin(async move {
+        let activity = Activity::new();
+        let io = Tracked {
+            inner: tcp,
+            activity: activity.clone(),
+        };
+        match tokio::time::timeout(server.header_read_timeout, acceptor.accept(io)).await {
+            Ok(Ok(stream)) => {
+                let client = ClientInfo::new(ip, true);
+                if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                    http2::serve_http2(gateway, stream, client, &server, activity, stop).await;
+                } else {
+                    let io = Prefixed {
+                        inner: stream,
+                        prefix: Bytes::new(),
+                    };
+                    http1::serve_http1(gateway, io, client, &server, activity, stop).await;
+                }
+            }
+            Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+            Err(_) => tracing::debug!("TLS handshake timed out"),
+        }
+    })
+    .await;
+}
+
+/// Reads a plain connection's first bytes, just enough to tell: `true` for
+/// the HTTP/2 preface, `false` for anything else (HTTP/1.1), with the bytes
+/// read (the connection replays them); `None` when the client closed
+/// without sending anything. A client sending the preface a byte at a time
+/// is waited for by socket readiness, never by polling.
+async fn sniff_h2(tcp: &TcpStream) -> std::io::Result<Option<(bool, Bytes)>> {
+    let mut buf = [0u8; H2_PREFACE.len()];
+    let mut n = 0;
+    loop {
+        tcp.readable().await?;
+        match tcp.try_read(&mut buf[n..]) {
+            Ok(0) => return Ok(None),
+            Ok(read) => n += read,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+        if buf[..n] != H2_PREFACE[..n] {
+            return Ok(Some((false, Bytes::copy_from_slice(&buf[..n]))));
+        }
+        if n == H2_PREFACE.len() {
+            return Ok(Some((true, Bytes::copy_from_slice(&buf))));
+        }
+    }
+}
