@@ -1,11 +1,14 @@
 //! authgate: a TLS-terminating reverse proxy that authenticates every
 //! request before it reaches the upstream. The request path:
 //!
-//! 1. `server::listener` accepts (TLS, HTTP/1.1 + HTTP/2, limits, timeouts);
-//! 2. `gateway::Gateway::handle` normalises the path and `routing` picks the route;
+//! 1. `server` accepts and serves connections (TLS, HTTP/1.1 + HTTP/2, limits, timeouts);
+//! 2. `gateway::Gateway::handle` normalises the path and host, and `routing` picks the route;
 //! 3. `auth` extracts the bearer token, verifies it against `jwks` keys, applies the policy;
 //! 4. `proxy::headers` rewrites headers (identity in, spoofed identity out);
-//! 5. `proxy::forward` streams the request to the upstream and the answer back.
+//! 5. `proxy::forward` streams the request to the upstream and the answer back;
+//!
+//! every refusal on the way is rendered by `response`. The README's
+//! *Architecture* section has the map.
 
 pub mod admin;
 pub mod auth;
