@@ -2,6 +2,7 @@
 //! and introspection.
 
 use super::*;
+use crate::config::file::{IntrospectionFile, JwksCacheFile};
 
 impl Validator<'_> {
     pub(super) fn issuers(&mut self, value: Option<Value>) -> Vec<IssuerConfig> {
@@ -33,7 +34,7 @@ impl Validator<'_> {
         &mut self,
         path: &str,
         name: String,
-        f: IssuerFile,
+        mut f: IssuerFile,
     ) -> Option<IssuerConfig> {
         let issuer = match &f.issuer {
             Some(i) if !i.is_empty() => i.clone(),
@@ -46,99 +47,15 @@ impl Validator<'_> {
                 String::new()
             }
         };
-        let mut algorithms = Vec::new();
         let introspection_only = f.introspection.is_some()
             && f.jwks_uri.is_none()
             && f.discovery != Some(true)
             && f.jwks_file.is_none()
             && f.hmac_secret_env.is_none();
-        match &f.algorithms {
-            // Opaque tokens carry no algorithm to choose.
-            None if introspection_only => {}
-            None => self.problem(
-                &join(path, "algorithms"),
-                "missing",
-                "the algorithms this issuer signs with, like [ES256, RS256]",
-            ),
-            Some(list) if list.is_empty() => self.problem(
-                &join(path, "algorithms"),
-                "empty",
-                "at least one algorithm, like [ES256]",
-            ),
-            Some(list) => {
-                for (i, a) in list.iter().enumerate() {
-                    let at = format!("{path}.algorithms[{i}]");
-                    if a.eq_ignore_ascii_case("none") {
-                        self.problem(
-                            &at,
-                            "\"none\" is never accepted",
-                            "a signing algorithm, like ES256",
-                        );
-                    } else {
-                        match Algorithm::from_str(a) {
-                            Ok(alg) => algorithms.push(alg),
-                            Err(_) => self.problem(
-                                &at,
-                                format!("unsupported algorithm {a:?}"),
-                                "one of RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 EdDSA HS256 HS384 HS512",
-                            ),
-                        }
-                    }
-                }
-            }
-        }
+        let algorithms = self.algorithms(path, f.algorithms.as_deref(), introspection_only);
         let keys = self.key_source(path, &issuer, &f, &algorithms);
-        let cache = f.jwks_cache.unwrap_or_default();
-        let cache_path = join(path, "jwks_cache");
-        let jwks_cache = JwksCacheConfig {
-            ttl: self.duration(
-                &join(&cache_path, "ttl"),
-                cache.ttl.as_deref(),
-                Duration::from_secs(600),
-            ),
-            refresh_on_unknown_kid: cache.refresh_on_unknown_kid.unwrap_or(true),
-            min_refresh_interval: self.duration(
-                &join(&cache_path, "min_refresh_interval"),
-                cache.min_refresh_interval.as_deref(),
-                Duration::from_secs(30),
-            ),
-            stale_if_error: self.duration(
-                &join(&cache_path, "stale_if_error"),
-                cache.stale_if_error.as_deref(),
-                Duration::from_secs(24 * 3600),
-            ),
-        };
-        let introspection = f.introspection.map(|i| {
-            let at = join(path, "introspection");
-            if !is_http_url(&i.endpoint) {
-                self.problem(
-                    &join(&at, "endpoint"),
-                    format!("{:?} is not an http(s) URL", i.endpoint),
-                    "https://HOST/PATH",
-                );
-            } else if i.endpoint.starts_with("http://") && !is_loopback_url(&i.endpoint) {
-                self.lint(
-                    &join(&at, "endpoint"),
-                    "tokens and the client secret sent over plain http to a non-loopback host",
-                    "an https URL",
-                );
-            }
-            IntrospectionConfig {
-                endpoint: i.endpoint,
-                client_id: i.client_id,
-                client_secret: Secret(i.client_secret.into_bytes()),
-                cache_ttl: self.duration(
-                    &join(&at, "cache_ttl"),
-                    i.cache_ttl.as_deref(),
-                    Duration::from_secs(60),
-                ),
-                timeout: self.duration(
-                    &join(&at, "timeout"),
-                    i.timeout.as_deref(),
-                    Duration::from_secs(2),
-                ),
-            }
-        });
+        let jwks_cache = self.jwks_cache(path, f.jwks_cache.take());
+        let introspection = f.introspection.take().map(|i| self.introspection(path, i));
         let keys = match (keys, &introspection) {
             (Some(k), _) => k,
             (None, Some(_)) => KeySource::IntrospectionOnly,
@@ -278,5 +195,109 @@ impl Validator<'_> {
             }
         }
         source
+    }
+
+    /// `algorithms:`; `none` in any casing is refused. An issuer with only
+    /// introspection needs none (opaque tokens carry no algorithm).
+    fn algorithms(
+        &mut self,
+        path: &str,
+        list: Option<&[String]>,
+        introspection_only: bool,
+    ) -> Vec<Algorithm> {
+        let mut algorithms = Vec::new();
+        match list {
+            // Opaque tokens carry no algorithm to choose.
+            None if introspection_only => {}
+            None => self.problem(
+                &join(path, "algorithms"),
+                "missing",
+                "the algorithms this issuer signs with, like [ES256, RS256]",
+            ),
+            Some(list) if list.is_empty() => self.problem(
+                &join(path, "algorithms"),
+                "empty",
+                "at least one algorithm, like [ES256]",
+            ),
+            Some(list) => {
+                for (i, a) in list.iter().enumerate() {
+                    let at = format!("{path}.algorithms[{i}]");
+                    if a.eq_ignore_ascii_case("none") {
+                        self.problem(
+                            &at,
+                            "\"none\" is never accepted",
+                            "a signing algorithm, like ES256",
+                        );
+                    } else {
+                        match Algorithm::from_str(a) {
+                            Ok(alg) => algorithms.push(alg),
+                            Err(_) => self.problem(
+                                &at,
+                                format!("unsupported algorithm {a:?}"),
+                                "one of RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 EdDSA HS256 HS384 HS512",
+                            ),
+                        }
+                    }
+                }
+            }
+        }
+        algorithms
+    }
+
+    /// `jwks_cache:`, each duration with its default.
+    fn jwks_cache(&mut self, path: &str, cache: Option<JwksCacheFile>) -> JwksCacheConfig {
+        let cache = cache.unwrap_or_default();
+        let cache_path = join(path, "jwks_cache");
+        JwksCacheConfig {
+            ttl: self.duration(
+                &join(&cache_path, "ttl"),
+                cache.ttl.as_deref(),
+                Duration::from_secs(600),
+            ),
+            refresh_on_unknown_kid: cache.refresh_on_unknown_kid.unwrap_or(true),
+            min_refresh_interval: self.duration(
+                &join(&cache_path, "min_refresh_interval"),
+                cache.min_refresh_interval.as_deref(),
+                Duration::from_secs(30),
+            ),
+            stale_if_error: self.duration(
+                &join(&cache_path, "stale_if_error"),
+                cache.stale_if_error.as_deref(),
+                Duration::from_secs(24 * 3600),
+            ),
+        }
+    }
+
+    /// `introspection:` (RFC 7662).
+    fn introspection(&mut self, path: &str, i: IntrospectionFile) -> IntrospectionConfig {
+        let at = join(path, "introspection");
+        if !is_http_url(&i.endpoint) {
+            self.problem(
+                &join(&at, "endpoint"),
+                format!("{:?} is not an http(s) URL", i.endpoint),
+                "https://HOST/PATH",
+            );
+        } else if i.endpoint.starts_with("http://") && !is_loopback_url(&i.endpoint) {
+            self.lint(
+                &join(&at, "endpoint"),
+                "tokens and the client secret sent over plain http to a non-loopback host",
+                "an https URL",
+            );
+        }
+        IntrospectionConfig {
+            endpoint: i.endpoint,
+            client_id: i.client_id,
+            client_secret: Secret(i.client_secret.into_bytes()),
+            cache_ttl: self.duration(
+                &join(&at, "cache_ttl"),
+                i.cache_ttl.as_deref(),
+                Duration::from_secs(60),
+            ),
+            timeout: self.duration(
+                &join(&at, "timeout"),
+                i.timeout.as_deref(),
+                Duration::from_secs(2),
+            ),
+        }
     }
 }

@@ -262,6 +262,30 @@ impl Validator<'_> {
                 "the names of the issuers whose tokens this route accepts",
             );
         }
+        let chosen = self.chosen_issuers(path, &names, issuers);
+        self.audience_rule(path, f.audiences.as_deref(), &chosen);
+        let claims = self.claim_constraints(path, f.claims, params);
+        let token_from = self.token_sources(path, f.token_from);
+        (self.problems.len() == before).then_some({
+            RouteAuth::Protected(Policy {
+                issuers: names,
+                audiences: f.audiences,
+                clients: f.clients,
+                scopes_all: f.scopes_all,
+                scopes_any: f.scopes_any,
+                claims,
+                token_from,
+            })
+        })
+    }
+
+    /// The route's issuers by name; at most one may introspect.
+    fn chosen_issuers<'i>(
+        &mut self,
+        path: &str,
+        names: &[String],
+        issuers: &'i [IssuerConfig],
+    ) -> Vec<&'i IssuerConfig> {
         let mut chosen = Vec::new();
         for (i, name) in names.iter().enumerate() {
             match issuers.iter().find(|c| &c.name == name) {
@@ -295,7 +319,17 @@ impl Validator<'_> {
                 "at most one issuer with introspection per route",
             );
         }
-        match &f.audiences {
+        chosen
+    }
+
+    /// CONTRACT §2: a protected route never accepts any audience.
+    fn audience_rule(
+        &mut self,
+        path: &str,
+        audiences: Option<&[String]>,
+        chosen: &[&IssuerConfig],
+    ) {
+        match audiences {
             Some(a) if a.is_empty() => self.problem(
                 &join(path, "audiences"),
                 "empty, so any audience would pass",
@@ -303,7 +337,7 @@ impl Validator<'_> {
             ),
             Some(_) => {}
             None => {
-                for c in &chosen {
+                for c in chosen {
                     // Only an issuer with no keys at all is exempt: one
                     // that also verifies JWTs would pass them with any `aud`.
                     let jwt_issuer = !matches!(c.keys, KeySource::IntrospectionOnly);
@@ -320,8 +354,17 @@ impl Validator<'_> {
                 }
             }
         }
+    }
+
+    /// `claims:`, with `{path.NAME}` bound to the route's template.
+    fn claim_constraints(
+        &mut self,
+        path: &str,
+        wanted: BTreeMap<String, String>,
+        params: &[String],
+    ) -> Vec<(String, ClaimValue)> {
         let mut claims = Vec::new();
-        for (claim, value) in f.claims {
+        for (claim, value) in wanted {
             let at = format!("{path}.claims.{claim}");
             let v = match value
                 .strip_prefix("{path.")
@@ -355,9 +398,13 @@ impl Validator<'_> {
             };
             claims.push((claim, v));
         }
+        claims
+    }
+
+    /// `token_from:` (default `[header]`).
+    fn token_sources(&mut self, path: &str, sources: Option<Vec<String>>) -> Vec<TokenSource> {
         let mut token_from = Vec::new();
-        for (i, s) in f
-            .token_from
+        for (i, s) in sources
             .unwrap_or_else(|| vec!["header".into()])
             .iter()
             .enumerate()
@@ -374,16 +421,6 @@ impl Validator<'_> {
                 ),
             }
         }
-        (self.problems.len() == before).then_some({
-            RouteAuth::Protected(Policy {
-                issuers: names,
-                audiences: f.audiences,
-                clients: f.clients,
-                scopes_all: f.scopes_all,
-                scopes_any: f.scopes_any,
-                claims,
-                token_from,
-            })
-        })
+        token_from
     }
 }
