@@ -214,7 +214,7 @@ impl Validator<'_> {
                 "missing",
                 "the algorithms this issuer signs with, like [ES256, RS256]",
             ),
-            Some(list) if list.is_empty() => self.problem(
+            Some([]) => self.problem(
                 &join(path, "algorithms"),
                 "empty",
                 "at least one algorithm, like [ES256]",
