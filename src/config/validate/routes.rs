@@ -330,7 +330,7 @@ impl Validator<'_> {
         chosen: &[&IssuerConfig],
     ) {
         match audiences {
-            Some(a) if a.is_empty() => self.problem(
+            Some([]) => self.problem(
                 &join(path, "audiences"),
                 "empty, so any audience would pass",
                 "at least one audience",
