@@ -4,15 +4,12 @@
 
 use std::sync::Arc;
 
-use aws_lc_rs::signature::{self, ParsedPublicKey, VerificationAlgorithm};
+use aws_lc_rs::signature::ParsedPublicKey;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
 use serde_json::Value;
-
-/// Smallest RSA modulus accepted: 2048 bits (RFC 7518 §3.3).
-const MIN_RSA_MODULUS_BYTES: usize = 256;
 
 /// What kind of key this is, which decides the algorithms it may verify.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,7 +157,7 @@ impl KeySet {
         let mut skipped = 0usize;
         let mut first_skipped: Option<(usize, &'static str)> = None;
         for (i, jwk) in doc.keys.iter().enumerate() {
-            let why = match parse_jwk(jwk) {
+            let why = match super::jwk::parse(jwk) {
                 Ok(key) if key.kid.is_some() && keys.iter().any(|k| k.kid == key.kid) => {
                     "duplicate kid (the first is kept)"
                 }
@@ -229,152 +226,6 @@ impl KeySet {
             }
         }
     }
-}
-
-fn parse_jwk(jwk: &Value) -> Result<VerifyKey, &'static str> {
-    let text = |name: &str| jwk.get(name).and_then(Value::as_str);
-    if let Some(u) = jwk.get("use") {
-        if u.as_str() != Some("sig") {
-            return Err("use is not sig");
-        }
-    }
-    if let Some(ops) = jwk.get("key_ops") {
-        let verify = ops
-            .as_array()
-            .is_some_and(|ops| ops.iter().any(|o| o.as_str() == Some("verify")));
-        if !verify {
-            return Err("key_ops does not allow verify");
-        }
-    }
-    let alg = match jwk.get("alg") {
-        None => None,
-        Some(Value::String(a)) => Some(a.parse::<Algorithm>().map_err(|_| "unsupported alg")?),
-        Some(_) => return Err("alg is not a string"),
-    };
-    let b64 = |name: &str| -> Result<Vec<u8>, &'static str> {
-        let v = text(name).ok_or("missing key member")?;
-        URL_SAFE_NO_PAD
-            .decode(v)
-            .map_err(|_| "key member is not base64url")
-    };
-    let (family, key, public) = match text("kty") {
-        Some("RSA") => {
-            let n = b64("n")?;
-            let e = b64("e")?;
-            let len = n.iter().skip_while(|&&b| b == 0).count();
-            if len < MIN_RSA_MODULUS_BYTES {
-                return Err("RSA modulus shorter than 2048 bits");
-            }
-            let key =
-                DecodingKey::from_rsa_components(text("n").unwrap_or(""), text("e").unwrap_or(""))
-                    .map_err(|_| "unusable RSA key")?;
-            (KeyFamily::Rsa(len), key, rsa_public_key_der(&n, &e))
-        }
-        Some("EC") => {
-            let (family, size) = match text("crv") {
-                Some("P-256") => (KeyFamily::P256, 32),
-                Some("P-384") => (KeyFamily::P384, 48),
-                _ => return Err("unsupported crv"),
-            };
-            let (x, y) = (b64("x")?, b64("y")?);
-            if x.len() != size || y.len() != size {
-                return Err("EC coordinates have the wrong length");
-            }
-            let mut point = Vec::with_capacity(1 + 2 * size);
-            point.push(4); // uncompressed
-            point.extend_from_slice(&x);
-            point.extend_from_slice(&y);
-            let key =
-                DecodingKey::from_ec_components(text("x").unwrap_or(""), text("y").unwrap_or(""))
-                    .map_err(|_| "unusable EC key")?;
-            (family, key, point)
-        }
-        Some("OKP") => {
-            if text("crv") != Some("Ed25519") {
-                return Err("unsupported crv");
-            }
-            let x = b64("x")?;
-            if x.len() != 32 {
-                return Err("Ed25519 key has the wrong length");
-            }
-            let key = DecodingKey::from_ed_components(text("x").unwrap_or(""))
-                .map_err(|_| "unusable Ed25519 key")?;
-            (KeyFamily::Ed25519, key, x)
-        }
-        Some("oct") => return Err("symmetric keys are never taken from a JWKS"),
-        _ => return Err("unsupported kty"),
-    };
-    let mut key = VerifyKey {
-        kid: text("kid").map(str::to_owned),
-        family,
-        alg,
-        key,
-        parsed: Vec::new(),
-        id: key_id(&public),
-    };
-    if let Some(a) = alg {
-        if !key.fits(a) {
-            return Err("alg does not fit the key type");
-        }
-    }
-    for (a, verification) in VERIFICATION {
-        if key.fits(*a) {
-            let parsed = ParsedPublicKey::new(*verification, &public)
-                .map_err(|_| "public key rejected by the crypto library")?;
-            key.parsed.push((*a, parsed));
-        }
-    }
-    Ok(key)
-}
-
-/// aws-lc-rs verification for each public-key algorithm (RSA 2048–8192 bits,
-/// as jsonwebtoken allows; ECDSA as fixed-length `r‖s`).
-const VERIFICATION: &[(Algorithm, &'static dyn VerificationAlgorithm)] = &[
-    (Algorithm::RS256, &signature::RSA_PKCS1_2048_8192_SHA256),
-    (Algorithm::RS384, &signature::RSA_PKCS1_2048_8192_SHA384),
-    (Algorithm::RS512, &signature::RSA_PKCS1_2048_8192_SHA512),
-    (Algorithm::PS256, &signature::RSA_PSS_2048_8192_SHA256),
-    (Algorithm::PS384, &signature::RSA_PSS_2048_8192_SHA384),
-    (Algorithm::PS512, &signature::RSA_PSS_2048_8192_SHA512),
-    (Algorithm::ES256, &signature::ECDSA_P256_SHA256_FIXED),
-    (Algorithm::ES384, &signature::ECDSA_P384_SHA384_FIXED),
-    (Algorithm::EdDSA, &signature::ED25519),
-];
-
-fn key_id(public: &[u8]) -> [u8; 32] {
-    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, public);
-    let mut id = [0; 32];
-    id.copy_from_slice(d.as_ref());
-    id
-}
-
-/// PKCS#1 `RSAPublicKey ::= SEQUENCE { modulus INTEGER, publicExponent INTEGER }` in DER.
-fn rsa_public_key_der(n: &[u8], e: &[u8]) -> Vec<u8> {
-    fn integer(out: &mut Vec<u8>, bytes: &[u8]) {
-        let bytes = &bytes[bytes.iter().take_while(|b| **b == 0).count()..];
-        let pad = bytes.first().is_none_or(|b| b & 0x80 != 0);
-        out.push(0x02);
-        length(out, bytes.len() + usize::from(pad));
-        if pad {
-            out.push(0);
-        }
-        out.extend_from_slice(bytes);
-    }
-    fn length(out: &mut Vec<u8>, len: usize) {
-        match len {
-            0..=0x7f => out.push(len as u8),
-            0x80..=0xff => out.extend_from_slice(&[0x81, len as u8]),
-            _ => out.extend_from_slice(&[0x82, (len >> 8) as u8, len as u8]),
-        }
-    }
-    let mut body = Vec::with_capacity(n.len() + e.len() + 16);
-    integer(&mut body, n);
-    integer(&mut body, e);
-    let mut out = Vec::with_capacity(body.len() + 4);
-    out.push(0x30);
-    length(&mut out, body.len());
-    out.extend_from_slice(&body);
-    out
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 pub mod cache;
 pub mod discovery;
 pub mod fetch;
+pub mod jwk;
 pub mod keyset;
 
 pub use cache::{KeyCache, KeyError};

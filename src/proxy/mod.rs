@@ -7,6 +7,7 @@ pub mod forward;
 pub mod headers;
 pub mod names;
 pub mod pool;
+mod retry;
 
 pub use body::Body;
 pub use forward::{ForwardError, Forwarder};
