@@ -146,26 +146,7 @@ impl Validator<'_> {
             sources.push(("jwks_file", KeySource::JwksFile(p)));
         }
         if let Some(var) = &f.hmac_secret_env {
-            let at = join(path, "hmac_secret_env");
-            let secret = match (self.lookup)(var) {
-                Some(s) if s.len() >= MIN_HMAC_SECRET => s.into_bytes(),
-                Some(s) => {
-                    self.problem(
-                        &at,
-                        format!("the secret in {var} is {} bytes", s.len()),
-                        format!("at least {MIN_HMAC_SECRET} random bytes"),
-                    );
-                    Vec::new()
-                }
-                None => {
-                    self.problem(
-                        &at,
-                        format!("environment variable {var} is not set"),
-                        format!("export {var} before starting authgate"),
-                    );
-                    Vec::new()
-                }
-            };
+            let secret = self.hmac_secret(&join(path, "hmac_secret_env"), var);
             sources.push(("hmac_secret_env", KeySource::Hmac(Secret(secret))));
         }
         if sources.len() > 1 {
@@ -177,23 +158,7 @@ impl Validator<'_> {
             );
         }
         let source = sources.into_iter().next().map(|(_, s)| s);
-        let hmac = matches!(source, Some(KeySource::Hmac(_)));
-        for (i, alg) in algorithms.iter().enumerate() {
-            let at = format!("{path}.algorithms[{i}]");
-            match (is_hmac(*alg), hmac) {
-                (true, false) if source.is_some() => self.problem(
-                    &at,
-                    format!("{alg:?} on an issuer whose keys are public keys"),
-                    "an asymmetric algorithm (RS*, PS*, ES*, EdDSA), or an HS algorithm only with hmac_secret_env",
-                ),
-                (false, true) => self.problem(
-                    &at,
-                    format!("{alg:?} needs a public key but the issuer has an HMAC secret"),
-                    "HS256, HS384 or HS512",
-                ),
-                _ => {}
-            }
-        }
+        self.algorithms_fit(path, algorithms, source.as_ref());
         source
     }
 
@@ -298,6 +263,50 @@ impl Validator<'_> {
                 i.timeout.as_deref(),
                 Duration::from_secs(2),
             ),
+        }
+    }
+
+    /// The HMAC secret in environment variable `var`: at least 32 bytes.
+    fn hmac_secret(&mut self, at: &str, var: &str) -> Vec<u8> {
+        match (self.lookup)(var) {
+            Some(s) if s.len() >= MIN_HMAC_SECRET => s.into_bytes(),
+            Some(s) => {
+                self.problem(
+                    at,
+                    format!("the secret in {var} is {} bytes", s.len()),
+                    format!("at least {MIN_HMAC_SECRET} random bytes"),
+                );
+                Vec::new()
+            }
+            None => {
+                self.problem(
+                    at,
+                    format!("environment variable {var} is not set"),
+                    format!("export {var} before starting authgate"),
+                );
+                Vec::new()
+            }
+        }
+    }
+
+    /// HS algorithms only with an HMAC secret, the others only with public keys.
+    fn algorithms_fit(&mut self, path: &str, algorithms: &[Algorithm], source: Option<&KeySource>) {
+        let hmac = matches!(source, Some(KeySource::Hmac(_)));
+        for (i, alg) in algorithms.iter().enumerate() {
+            let at = format!("{path}.algorithms[{i}]");
+            match (is_hmac(*alg), hmac) {
+                (true, false) if source.is_some() => self.problem(
+                    &at,
+                    format!("{alg:?} on an issuer whose keys are public keys"),
+                    "an asymmetric algorithm (RS*, PS*, ES*, EdDSA), or an HS algorithm only with hmac_secret_env",
+                ),
+                (false, true) => self.problem(
+                    &at,
+                    format!("{alg:?} needs a public key but the issuer has an HMAC secret"),
+                    "HS256, HS384 or HS512",
+                ),
+                _ => {}
+            }
         }
     }
 }
