@@ -93,12 +93,7 @@ pub async fn serve_http1<I: Parkable>(
     activity: Activity,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(server.header_read_timeout)
-        .max_buf_size(server.max_header_bytes.max(8192))
-        .keep_alive(true);
+    let builder = builder(server);
     let idle = server.idle_timeout;
     let park = io.inner.can_park();
     // One timer per connection: the idle-timeout check every `tick`, brought
@@ -114,24 +109,11 @@ pub async fn serve_http1<I: Parkable>(
     let upgrades = UpgradeSlot::default();
     let mut io = io;
     loop {
-        if park && io.prefix.is_empty() {
-            // Parked: only the socket is held until the client speaks again.
-            loop {
-                tokio::select! {
-                    r = io.inner.readable() => match r {
-                        Ok(()) => break,
-                        Err(_) => return,
-                    },
-                    _ = stopped(&mut stop) => return,
-                    _ = timer.as_mut() => {
-                        if idled_out() {
-                            tracing::debug!("closing idle connection");
-                            return;
-                        }
-                        timer.as_mut().reset(Instant::now() + tick);
-                    }
-                }
-            }
+        if park
+            && io.prefix.is_empty()
+            && !wait_parked(&io.inner, &mut stop, timer.as_mut(), tick, &activity, idle).await
+        {
+            return;
         }
         let service = service(
             gateway.clone(),
@@ -205,6 +187,42 @@ pub async fn serve_http1<I: Parkable>(
         if matches!(ended, Ended::Done) {
             let _ = io.shutdown().await;
             return;
+        }
+    }
+}
+
+/// hyper's HTTP/1.1 server as every client connection uses it.
+fn builder(server: &ServerConfig) -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(server.header_read_timeout)
+        .max_buf_size(server.max_header_bytes.max(8192))
+        .keep_alive(true);
+    builder
+}
+
+/// Parked: holds only the socket until the client speaks again. False when
+/// the connection should end instead (closed, idle, or the gateway stops).
+async fn wait_parked<I: Parkable>(
+    io: &I,
+    stop: &mut watch::Receiver<bool>,
+    mut timer: Pin<&mut tokio::time::Sleep>,
+    tick: Duration,
+    activity: &Activity,
+    idle: Duration,
+) -> bool {
+    loop {
+        tokio::select! {
+            r = io.readable() => return r.is_ok(),
+            _ = stopped(stop) => return false,
+            _ = timer.as_mut() => {
+                if activity.idled_out(idle) {
+                    tracing::debug!("closing idle connection");
+                    return false;
+                }
+                timer.as_mut().reset(Instant::now() + tick);
+            }
         }
     }
 }
