@@ -108,87 +108,77 @@ impl Default for Metrics {
 impl Metrics {
     /// Registers every metric.
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("authgate");
-        let requests = Family::default();
-        let auth_failures = Family::default();
-        let request_duration = Histogram::new(exponential_buckets(0.000_1, 2.0, 18));
-        let auth_duration = Histogram::new(exponential_buckets(0.000_002, 2.0, 18));
-        let jwks_refresh = Family::default();
-        let jwks_keys = Family::default();
-        let jwks_key_age = Family::default();
-        let verified_cache = Family::default();
-        let config_reloads = Family::default();
-        let revocation_store_up = Gauge::default();
-        let revocations = Family::default();
-        registry.register(
+        let mut m = Self {
+            registry: Registry::with_prefix("authgate"),
+            requests: Family::default(),
+            auth_failures: Family::default(),
+            request_duration: Histogram::new(exponential_buckets(0.000_1, 2.0, 18)),
+            auth_duration: Histogram::new(exponential_buckets(0.000_002, 2.0, 18)),
+            jwks_refresh: Family::default(),
+            jwks_keys: Family::default(),
+            jwks_key_age: Family::default(),
+            verified_cache: Family::default(),
+            config_reloads: Family::default(),
+            revocation_store_up: Gauge::default(),
+            revocations: Family::default(),
+        };
+        let r = &mut m.registry;
+        r.register(
             "requests",
             "Requests answered, by route and status",
-            requests.clone(),
+            m.requests.clone(),
         );
-        registry.register(
+        r.register(
             "auth_failures",
             "Requests refused by authentication, by route and reason",
-            auth_failures.clone(),
+            m.auth_failures.clone(),
         );
-        registry.register(
+        r.register(
             "request_duration_seconds",
             "Whole-request duration",
-            request_duration.clone(),
+            m.request_duration.clone(),
         );
-        registry.register(
+        r.register(
             "auth_duration_seconds",
             "Duration of the authentication step alone",
-            auth_duration.clone(),
+            m.auth_duration.clone(),
         );
-        registry.register(
+        r.register(
             "jwks_refresh",
             "JWKS fetches, by issuer and result",
-            jwks_refresh.clone(),
+            m.jwks_refresh.clone(),
         );
-        registry.register(
+        r.register(
             "jwks_keys",
             "Usable keys held per issuer",
-            jwks_keys.clone(),
+            m.jwks_keys.clone(),
         );
-        registry.register(
+        r.register(
             "jwks_key_age_seconds",
             "Seconds since each issuer's keys were last fetched",
-            jwks_key_age.clone(),
+            m.jwks_key_age.clone(),
         );
-        registry.register(
+        r.register(
             "verified_cache",
             "Verified-token cache lookups, by result",
-            verified_cache.clone(),
+            m.verified_cache.clone(),
         );
-        registry.register(
+        r.register(
             "config_reloads",
             "Configuration reloads, by result",
-            config_reloads.clone(),
+            m.config_reloads.clone(),
         );
-        registry.register(
+        r.register(
             "revocation_store_up",
             "1 while the revocation list is complete (store reachable)",
-            revocation_store_up.clone(),
+            m.revocation_store_up.clone(),
         );
-        registry.register(
+        r.register(
             "revocations",
             "Entries on this replica's revocation list, by kind",
-            revocations.clone(),
+            m.revocations.clone(),
         );
-        Self {
-            registry,
-            requests,
-            auth_failures,
-            request_duration,
-            auth_duration,
-            jwks_refresh,
-            jwks_keys,
-            jwks_key_age,
-            verified_cache,
-            config_reloads,
-            revocation_store_up,
-            revocations,
-        }
+        m
     }
 
     /// The text exposition.
