@@ -77,18 +77,18 @@ pub fn request_host(
 
 /// Parses `host[:port]`; `original` is reused when it is already normal.
 fn parse(raw: &[u8], original: Option<&HeaderValue>) -> Result<RequestHost, BadHost> {
-    let (host, port) = split_port(raw)?;
-    let host = host.strip_suffix(b".").unwrap_or(host);
-    let valid = if host.first() == Some(&b'[') {
-        ip_literal(host)
-    } else {
-        reg_name(host)
+    let (host, port, upper) = match raw.first() {
+        Some(b'[') => {
+            let (host, port) = split_port(raw)?;
+            if !ip_literal(host) {
+                return Err(BadHost::Malformed);
+            }
+            (host, port, false)
+        }
+        _ => reg_name_and_port(raw)?,
     };
-    if !valid {
-        return Err(BadHost::Malformed);
-    }
-    let normal = host.len() + port.map_or(0, |p| 1 + p.len()) == raw.len()
-        && !host.iter().any(u8::is_ascii_uppercase);
+    let host = host.strip_suffix(b".").unwrap_or(host);
+    let normal = host.len() + port.map_or(0, |p| 1 + p.len()) == raw.len() && !upper;
     let value = match original {
         Some(v) if normal => v.clone(),
         _ => {
@@ -106,8 +106,65 @@ fn parse(raw: &[u8], original: Option<&HeaderValue>) -> Result<RequestHost, BadH
     })
 }
 
-/// Splits off `:port` (1 to 5 digits, at most 65535). An IPv6 literal's
-/// colons sit inside its brackets.
+/// A host, its port if sent, and whether the host has upper-case letters.
+type HostPort<'a> = (&'a [u8], Option<&'a [u8]>, bool);
+
+/// A DNS name or IPv4 address (letters, digits, `-`, `_`, dots between
+/// non-empty labels of at most 63 bytes, at most 253 bytes, one trailing
+/// dot allowed) and its optional port, in one pass over the bytes (this
+/// runs on every request).
+fn reg_name_and_port(raw: &[u8]) -> Result<HostPort<'_>, BadHost> {
+    let (mut upper, mut label, mut after_dot) = (false, 0usize, true);
+    let mut end = raw.len();
+    for (i, &b) in raw.iter().enumerate() {
+        match b {
+            b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' => {}
+            b'A'..=b'Z' => upper = true,
+            b'.' if !after_dot => {
+                after_dot = true;
+                label = 0;
+                continue;
+            }
+            b':' => {
+                end = i;
+                break;
+            }
+            _ => return Err(BadHost::Malformed),
+        }
+        after_dot = false;
+        label += 1;
+        if label > 63 {
+            return Err(BadHost::Malformed);
+        }
+    }
+    let host = &raw[..end];
+    let name = host.strip_suffix(b".").unwrap_or(host);
+    // `after_dot` still set: empty, or a dot right after another.
+    if name.is_empty() || name.len() > 253 || name.ends_with(b".") {
+        return Err(BadHost::Malformed);
+    }
+    let port = match raw.get(end..) {
+        Some([b':', port @ ..]) => Some(check_port(port)?),
+        _ => None,
+    };
+    Ok((host, port, upper))
+}
+
+/// 1 to 5 digits, at most 65535.
+fn check_port(port: &[u8]) -> Result<&[u8], BadHost> {
+    let value = port
+        .iter()
+        .try_fold(0u32, |n, b| {
+            b.is_ascii_digit()
+                .then(|| n * 10 + u32::from(b - b'0'))
+                .filter(|n| *n <= 65_535)
+        })
+        .filter(|_| !port.is_empty() && port.len() <= 5);
+    value.map(|_| port).ok_or(BadHost::Malformed)
+}
+
+/// Splits an IPv6 literal from its `:port` (the literal's colons sit
+/// inside its brackets).
 fn split_port(raw: &[u8]) -> Result<(&[u8], Option<&[u8]>), BadHost> {
     let after_literal = match raw.first() {
         Some(b'[') => {
@@ -125,29 +182,7 @@ fn split_port(raw: &[u8]) -> Result<(&[u8], Option<&[u8]>), BadHost> {
         &raw[..after_literal + colon],
         &raw[after_literal + colon + 1..],
     );
-    let digits = !port.is_empty() && port.len() <= 5 && port.iter().all(u8::is_ascii_digit);
-    let in_range = digits
-        && std::str::from_utf8(port)
-            .ok()
-            .and_then(|p| p.parse::<u16>().ok())
-            .is_some();
-    if !in_range {
-        return Err(BadHost::Malformed);
-    }
-    Ok((host, Some(port)))
-}
-
-/// A DNS name or IPv4 address: letters, digits, `-`, `_` and dots between
-/// non-empty labels, at most 253 bytes.
-fn reg_name(host: &[u8]) -> bool {
-    !host.is_empty()
-        && host.len() <= 253
-        && host
-            .split(|b| *b == b'.')
-            .all(|label| !label.is_empty() && label.len() <= 63)
-        && host
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    Ok((host, Some(check_port(port)?)))
 }
 
 /// `[` IPv6 address `]` (no zone identifiers).
@@ -208,6 +243,12 @@ mod tests {
                 "{bad:?}"
             );
         }
+        let long_label = "x".repeat(64);
+        let long_name = format!("{}.example", ["abcdefghij"; 25].join("."));
+        for bad in [long_label.as_str(), long_name.as_str()] {
+            assert_eq!(host_of(v11, "/", &[bad]), Err(BadHost::Malformed), "{bad}");
+        }
+        assert!(host_of(v11, "/", &[&"x".repeat(63)]).is_ok());
         assert_eq!(host_of(v11, "/", &["a", "b"]), Err(BadHost::Several));
         assert_eq!(host_of(v11, "/", &[]), Err(BadHost::Missing));
         assert_eq!(host_of(Version::HTTP_10, "/", &[]), Ok(None));
