@@ -170,11 +170,11 @@ async fn proxy_request(
     log.route = Some(Name(route.config.name.clone()));
     let identity = match rt.auth.admit(route, &params, &parts, log).await {
         Ok(identity) => identity,
-        Err(failure) => return failure.into_response(),
+        Err(failure) => return response::refuse(failure.refusal()),
     };
     let uri = match forward::upstream_uri(&path, parts.uri.query()) {
         Ok(uri) => uri,
-        Err(e) => return e.into_response(),
+        Err(e) => return response::refuse(e.refusal()),
     };
     parts.uri = uri;
     rewrite(rt, route, &identity, client, host.as_ref(), &mut parts);
@@ -185,7 +185,7 @@ async fn proxy_request(
         Err(e) => {
             tracing::debug!(route = %route.config.name, error = %e, "forwarding failed");
             log.reason = e.reason();
-            e.into_response()
+            response::refuse(e.refusal())
         }
     }
 }

@@ -4,9 +4,8 @@
 
 use std::time::Duration;
 
-use http::{Response, StatusCode};
+use http::StatusCode;
 
-use crate::proxy::Body;
 use crate::response::Refusal;
 
 /// Why a request on a protected route was refused.
@@ -253,11 +252,6 @@ impl AuthFailure {
             challenge: self.www_authenticate(),
             retry_after: self.retry_after().map(|r| r.as_secs().max(1)),
         }
-    }
-
-    /// The whole answer: status, challenge, small JSON body.
-    pub fn into_response(self) -> Response<Body> {
-        crate::response::refuse(self.refusal())
     }
 }
 

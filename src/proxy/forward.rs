@@ -65,8 +65,8 @@ impl ForwardError {
         }
     }
 
-    /// The short JSON answer for the client.
-    pub fn into_response(self) -> Response<Body> {
+    /// This error as a refusal for `response::refuse` to render.
+    pub fn refusal(&self) -> Refusal<'static> {
         let (error, description) = match self {
             ForwardError::Busy => (
                 "upstream_busy",
@@ -84,10 +84,10 @@ impl ForwardError {
             ),
         };
         let refusal = Refusal::new(self.status(), error, description);
-        crate::response::refuse(match self {
+        match self {
             ForwardError::Busy => refusal.retry_after(1),
             _ => refusal,
-        })
+        }
     }
 }
 

@@ -37,7 +37,6 @@ use tokio_rustls::TlsConnector;
 use super::body::{Progress, RequestBody};
 use super::forward::ForwardError;
 use super::retry::{closed_unanswered, resendable};
-use crate::server::workers;
 
 /// Idle connections kept per destination; beyond this the oldest close.
 const MAX_IDLE: usize = 256;
@@ -60,6 +59,22 @@ const MAX_ATTEMPTS: u32 = 3;
 /// does for cached connections. Busy connections (reused within this time)
 /// pay nothing for it.
 const RETRY_IF_IDLE: Duration = Duration::from_secs(1);
+
+thread_local! {
+    static SHARD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Makes this thread use idle stack `index` of every destination: each
+/// worker thread (`server::workers`) calls it once with its number. Other
+/// threads (the admin listener, background tasks, tests) use stack 0.
+pub fn set_shard(index: usize) {
+    SHARD.with(|s| s.set(index));
+}
+
+/// This thread's idle stack.
+fn shard() -> usize {
+    SHARD.with(std::cell::Cell::get)
+}
 
 /// The authority's host without the brackets of an IPv6 literal.
 fn bare_host(authority: &Authority) -> &str {
@@ -209,7 +224,7 @@ impl Destination {
     ) -> Result<(Response<Incoming>, Lease), ForwardError> {
         let mut req = req.map(RequestBody::new);
         let body = req.body().progress();
-        let shard = workers::index().min(self.shards.len() - 1);
+        let shard = shard().min(self.shards.len() - 1);
         let mut attempts = 0;
         loop {
             attempts += 1;

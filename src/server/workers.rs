@@ -10,18 +10,6 @@
 //! measured 15 to 30 % less CPU a request (README, Performance). The cost:
 //! a connection cannot move to an idle core once it has been placed.
 
-use std::cell::Cell;
-
-thread_local! {
-    static INDEX: Cell<usize> = const { Cell::new(0) };
-}
-
-/// This thread's worker number, below `server.workers`; 0 on any other thread
-/// (the admin listener, background tasks, tests' own runtimes).
-pub fn index() -> usize {
-    INDEX.with(Cell::get)
-}
-
 /// Starts worker `index`: a thread named `authgate-worker-N` running `work`
 /// to completion on a runtime of its own, then dropping that runtime, which
 /// closes whatever connections it still holds. `done` fires after that.
@@ -37,7 +25,7 @@ where
     std::thread::Builder::new()
         .name(format!("authgate-worker-{index}"))
         .spawn(move || {
-            INDEX.with(|i| i.set(index));
+            crate::proxy::pool::set_shard(index);
             match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()

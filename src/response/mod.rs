@@ -11,39 +11,8 @@ use http::{Response, StatusCode};
 
 use crate::proxy::Body;
 
-/// A gateway-made refusal, before it is rendered.
-#[derive(Debug)]
-pub struct Refusal<'a> {
-    /// The HTTP status.
-    pub status: StatusCode,
-    /// The `error` member (an RFC 6750 code, or ours: `upstream_busy`, ...).
-    pub error: &'a str,
-    /// The `error_description` member; never holds a token.
-    pub description: &'a str,
-    /// The `WWW-Authenticate` challenge, if any.
-    pub challenge: Option<String>,
-    /// Seconds for `Retry-After`, if the client should come back.
-    pub retry_after: Option<u64>,
-}
-
-impl<'a> Refusal<'a> {
-    /// A refusal with no challenge and no `Retry-After`.
-    pub fn new(status: StatusCode, error: &'a str, description: &'a str) -> Self {
-        Self {
-            status,
-            error,
-            description,
-            challenge: None,
-            retry_after: None,
-        }
-    }
-
-    /// The same, asking the client to retry after `secs` seconds.
-    pub fn retry_after(mut self, secs: u64) -> Self {
-        self.retry_after = Some(secs.max(1));
-        self
-    }
-}
+mod refusal;
+pub use refusal::Refusal;
 
 /// Renders `refusal`: the one place a refusal becomes an answer.
 pub fn refuse(refusal: Refusal<'_>) -> Response<Body> {
