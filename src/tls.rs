@@ -11,7 +11,28 @@ use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::config::{ConfigProblem, TlsConfig};
+/// Why a TLS file or setting is unusable, naming the config key it came
+/// from (callers turn it into their own error).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {problem} ({expected})")]
+pub struct TlsError {
+    /// The config key, like `server.tls.key_file`.
+    pub key: String,
+    /// What is wrong.
+    pub problem: String,
+    /// What would be right.
+    pub expected: String,
+}
+
+impl TlsError {
+    fn new(key: &str, problem: impl Into<String>, expected: impl Into<String>) -> Self {
+        Self {
+            key: key.to_owned(),
+            problem: problem.into(),
+            expected: expected.into(),
+        }
+    }
+}
 
 /// The process-wide crypto provider: aws-lc-rs.
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -19,14 +40,18 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 /// Builds the listener's TLS config, naming the exact key on failure.
-pub fn server_config(tls: &TlsConfig) -> Result<Arc<ServerConfig>, ConfigProblem> {
-    let certs = read_certs(&tls.cert_file, "server.tls.cert_file")?;
-    let key = PrivateKeyDer::from_pem_file(&tls.key_file).map_err(|e| {
-        ConfigProblem::new(
+pub fn server_config(
+    cert_file: &Path,
+    key_file: &Path,
+    client_ca_file: Option<&Path>,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let certs = read_certs(cert_file, "server.tls.cert_file")?;
+    let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| {
+        TlsError::new(
             "server.tls.key_file",
             format!(
                 "no usable private key in {}: {}",
-                tls.key_file.display(),
+                key_file.display(),
                 pem_reason(&e)
             ),
             "a PEM private key (PKCS#8, PKCS#1 RSA or SEC1 EC)",
@@ -34,14 +59,14 @@ pub fn server_config(tls: &TlsConfig) -> Result<Arc<ServerConfig>, ConfigProblem
     })?;
     let builder = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| ConfigProblem::new("server.tls", e.to_string(), "TLS 1.2 and 1.3"))?;
-    let builder = match &tls.client_ca_file {
+        .map_err(|e| TlsError::new("server.tls", e.to_string(), "TLS 1.2 and 1.3"))?;
+    let builder = match client_ca_file {
         None => builder.with_no_client_auth(),
         Some(ca) => {
             let mut roots = RootCertStore::empty();
             for cert in read_certs(ca, "server.tls.client_ca_file")? {
                 roots.add(cert).map_err(|e| {
-                    ConfigProblem::new(
+                    TlsError::new(
                         "server.tls.client_ca_file",
                         format!("unusable CA certificate: {e}"),
                         "PEM CA certificates",
@@ -51,7 +76,7 @@ pub fn server_config(tls: &TlsConfig) -> Result<Arc<ServerConfig>, ConfigProblem
             let verifier = WebPkiClientVerifier::builder_with_provider(roots.into(), provider())
                 .build()
                 .map_err(|e| {
-                    ConfigProblem::new(
+                    TlsError::new(
                         "server.tls.client_ca_file",
                         format!("unusable CA bundle: {e}"),
                         "PEM CA certificates",
@@ -61,7 +86,7 @@ pub fn server_config(tls: &TlsConfig) -> Result<Arc<ServerConfig>, ConfigProblem
         }
     };
     let mut config = builder.with_single_cert(certs, key).map_err(|e| {
-        ConfigProblem::new(
+        TlsError::new(
             "server.tls.key_file",
             format!("key does not fit the certificate: {e}"),
             "the private key of the first certificate in cert_file",
@@ -72,9 +97,9 @@ pub fn server_config(tls: &TlsConfig) -> Result<Arc<ServerConfig>, ConfigProblem
 }
 
 /// Reads every certificate of a PEM file; at least one is required.
-pub fn read_certs(path: &Path, key: &str) -> Result<Vec<CertificateDer<'static>>, ConfigProblem> {
+pub fn read_certs(path: &Path, key: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let problem = |why: String| {
-        ConfigProblem::new(
+        TlsError::new(
             key,
             format!("cannot read certificates from {}: {why}", path.display()),
             "a PEM file with at least one CERTIFICATE block",

@@ -327,7 +327,9 @@ fn tls_connector(
         let _ = roots.add(cert);
     }
     if let Some(ca) = ca_file {
-        for cert in crate::tls::read_certs(ca, path)? {
+        let certs = crate::tls::read_certs(ca, path)
+            .map_err(|e| ConfigProblem::new(&e.key, e.problem, e.expected))?;
+        for cert in certs {
             roots.add(cert).map_err(|e| {
                 ConfigProblem::new(
                     path,

@@ -94,10 +94,14 @@ impl Validator<'_> {
                     .iter()
                     .all(|p| !p.path.starts_with("server.tls")) =>
             {
-                match crate::tls::server_config(t) {
+                match crate::tls::server_config(
+                    &t.cert_file,
+                    &t.key_file,
+                    t.client_ca_file.as_deref(),
+                ) {
                     Ok(c) => Some(c),
-                    Err(p) => {
-                        self.problems.push(p);
+                    Err(e) => {
+                        self.problem(&e.key, e.problem, e.expected);
                         None
                     }
                 }

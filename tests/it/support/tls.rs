@@ -31,11 +31,11 @@ impl TestPki {
 
     /// A TLS acceptor presenting the server certificate (for HTTPS upstreams).
     pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
-        let config = authgate::tls::server_config(&authgate::config::TlsConfig {
-            cert_file: self.dir.join("server.crt"),
-            key_file: self.dir.join("server.key"),
-            client_ca_file: None,
-        })
+        let config = authgate::tls::server_config(
+            &self.dir.join("server.crt"),
+            &self.dir.join("server.key"),
+            None,
+        )
         .unwrap();
         tokio_rustls::TlsAcceptor::from(config)
     }
