@@ -4,112 +4,11 @@
 
 use std::sync::Arc;
 
-use aws_lc_rs::signature::ParsedPublicKey;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey};
+
+pub use super::jwk::{KeyFamily, VerifyKey};
 use serde::Deserialize;
 use serde_json::Value;
-
-/// What kind of key this is, which decides the algorithms it may verify.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyFamily {
-    /// RSA with this modulus length in bytes (RS*, PS*).
-    Rsa(usize),
-    /// EC P-256 (ES256).
-    P256,
-    /// EC P-384 (ES384).
-    P384,
-    /// OKP Ed25519 (EdDSA).
-    Ed25519,
-    /// A shared secret (HS*), never from a JWKS document.
-    Hmac,
-}
-
-/// One usable verification key.
-pub struct VerifyKey {
-    /// `kid`, if the JWK had one.
-    pub kid: Option<String>,
-    /// Key family.
-    pub family: KeyFamily,
-    /// The JWK's own `alg` restriction.
-    pub alg: Option<Algorithm>,
-    /// The key in jsonwebtoken's form (HMAC secrets are verified with it).
-    pub key: DecodingKey,
-    /// Public keys parsed once by aws-lc-rs, one per algorithm the key may
-    /// verify, so a verification does not re-parse the key every time.
-    pub parsed: Vec<(Algorithm, ParsedPublicKey)>,
-    /// SHA-256 of the public key material (zero for an HMAC secret): a key
-    /// replaced under the same `kid` is a different key.
-    pub id: [u8; 32],
-}
-
-impl std::fmt::Debug for VerifyKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VerifyKey")
-            .field("kid", &self.kid)
-            .field("family", &self.family)
-            .field("alg", &self.alg)
-            .finish_non_exhaustive()
-    }
-}
-
-impl VerifyKey {
-    /// True when this key may verify `alg`.
-    pub fn fits(&self, alg: Algorithm) -> bool {
-        use Algorithm::*;
-        let family_fits = match self.family {
-            KeyFamily::Rsa(_) => matches!(alg, RS256 | RS384 | RS512 | PS256 | PS384 | PS512),
-            KeyFamily::P256 => alg == ES256,
-            KeyFamily::P384 => alg == ES384,
-            KeyFamily::Ed25519 => alg == EdDSA,
-            KeyFamily::Hmac => matches!(alg, HS256 | HS384 | HS512),
-        };
-        family_fits && self.alg.is_none_or(|a| a == alg)
-    }
-
-    /// The pre-parsed public key for `alg`, if this is a public key that fits it.
-    pub fn parsed_for(&self, alg: Algorithm) -> Option<&ParsedPublicKey> {
-        self.parsed.iter().find(|(a, _)| *a == alg).map(|(_, k)| k)
-    }
-
-    /// Whether `signature_b64` (base64url, unpadded) is this key's signature
-    /// of `signing_input` under `alg`. The one place a signature is
-    /// checked: the key must fit `alg`, the signature must have exactly the
-    /// length `alg` gives with this key (DER-encoded ECDSA and truncated RSA
-    /// never reach the crypto), then aws-lc-rs (public keys, parsed when
-    /// the JWKS loaded) or jsonwebtoken (HMAC secrets) decides.
-    pub fn verifies(&self, alg: Algorithm, signing_input: &[u8], signature_b64: &str) -> bool {
-        if !self.fits(alg) {
-            return false;
-        }
-        let expected = self.signature_len(alg);
-        match self.parsed_for(alg) {
-            Some(public) => URL_SAFE_NO_PAD.decode(signature_b64).is_ok_and(|sig| {
-                sig.len() == expected && public.verify_sig(signing_input, &sig).is_ok()
-            }),
-            None => {
-                self.family == KeyFamily::Hmac
-                    && signature_b64.len() == (4 * expected).div_ceil(3)
-                    && jsonwebtoken::crypto::verify(signature_b64, signing_input, &self.key, alg)
-                        .unwrap_or(false)
-            }
-        }
-    }
-
-    /// The exact signature length `alg` produces with this key.
-    pub fn signature_len(&self, alg: Algorithm) -> usize {
-        use Algorithm::*;
-        match (self.family, alg) {
-            (KeyFamily::Rsa(n), _) => n,
-            // ECDSA is `r‖s`, each as long as the curve's field.
-            (_, ES384) => 96,
-            (_, HS384) => 48,
-            (_, HS256) => 32,
-            _ => 64,
-        }
-    }
-}
 
 /// The result of looking a key up.
 #[derive(Debug)]

@@ -3,10 +3,12 @@
 //! type (`body`) and the forwarder (`forward`) and its upstream connections (`pool`). No authentication here.
 
 pub mod body;
+pub mod error;
 pub mod forward;
 pub mod headers;
 pub mod names;
 pub mod pool;
+pub mod request_body;
 mod retry;
 
 pub use body::Body;

@@ -34,8 +34,8 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio_rustls::TlsConnector;
 
-use super::body::{Progress, RequestBody};
-use super::forward::ForwardError;
+use super::error::ForwardError;
+use super::request_body::{Progress, RequestBody};
 use super::retry::{closed_unanswered, resendable};
 
 /// Idle connections kept per destination; beyond this the oldest close.

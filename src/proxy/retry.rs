@@ -4,7 +4,7 @@
 
 use http::Request;
 
-use super::body::RequestBody;
+use super::request_body::RequestBody;
 
 /// Whether the upstream closed or reset the connection before any answer.
 pub(super) fn closed_unanswered(e: &hyper::Error) -> bool {
