@@ -52,8 +52,29 @@ async fn start(ephemeral: bool) -> Result<(Running, String), String> {
     tokio::spawn(demo_issuer.clone().serve(issuer_listener));
     tokio::spawn(echo::serve(echo_listener));
 
+    let yaml = demo_config(ephemeral, issuer_addr, echo_addr);
+    let loaded =
+        crate::config::parse(&yaml, std::path::Path::new("."), &|_| None).map_err(|p| {
+            p.iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        })?;
+    let running = Running::start(loaded.config)
+        .await
+        .map_err(|e| e.to_string())?;
+    let gw = running.proxy_addr;
+    let admin = running.admin_addr;
+    let token = demo_issuer.mint("alice", "orders:read", 3600, Some("acme"));
+    let banner = banner(gw, admin, issuer_addr, echo_addr, &token);
+    Ok((running, banner))
+}
+
+/// The demo's `gateway.yaml`: one issuer, a public route, a scoped route and
+/// a tenant-bound template route.
+fn demo_config(ephemeral: bool, issuer_addr: SocketAddr, echo_addr: SocketAddr) -> String {
     let (gw_port, admin_port) = if ephemeral { (0, 0) } else { (8080, 9901) };
-    let yaml = format!(
+    format!(
         r#"
 server:
   listen: "127.0.0.1:{gw_port}"
@@ -86,21 +107,18 @@ routes:
       issuers: [demo]
       scopes_all: [orders:read]
 "#
-    );
-    let loaded =
-        crate::config::parse(&yaml, std::path::Path::new("."), &|_| None).map_err(|p| {
-            p.iter()
-                .map(|p| p.to_string())
-                .collect::<Vec<_>>()
-                .join("\n")
-        })?;
-    let running = Running::start(loaded.config)
-        .await
-        .map_err(|e| e.to_string())?;
-    let gw = running.proxy_addr;
-    let admin = running.admin_addr;
-    let token = demo_issuer.mint("alice", "orders:read", 3600, Some("acme"));
-    let banner = format!(
+    )
+}
+
+/// What the demo prints: addresses, a token, and a curl line per answer.
+fn banner(
+    gw: SocketAddr,
+    admin: SocketAddr,
+    issuer_addr: SocketAddr,
+    echo_addr: SocketAddr,
+    token: &str,
+) -> String {
+    format!(
         r#"
 authgate demo is running (Ctrl-C stops everything)
   gateway   http://{gw}      routes: /orders (scope orders:read), /tenants/{{tenant}}/orders, /health (public)
@@ -129,6 +147,5 @@ curl -i -H "Authorization: Bearer $TOKEN" http://{gw}/tenants/globex/orders
 # metrics
 curl -s http://{admin}/metrics | grep authgate_
 "#
-    );
-    Ok((running, banner))
+    )
 }
