@@ -105,7 +105,6 @@ pub async fn serve_http1<I: Parkable>(
     };
     let timer = tokio::time::sleep(tick);
     tokio::pin!(timer);
-    let idled_out = || activity.idled_out(idle);
     let upgrades = UpgradeSlot::default();
     let mut io = io;
     loop {
@@ -124,54 +123,16 @@ pub async fn serve_http1<I: Parkable>(
         );
         let mut conn = Box::new(builder.serve_connection(TokioIo::new(io), service));
         activity.take_waiting();
-        let mut parking = false;
-        let mut draining = false;
-        // The rest period (by its last write) already timed for parking:
-        // hyper polls its read again on every wake-up, and each finds the
-        // socket empty, so only the first finding of a period counts.
-        let mut noted = u64::MAX;
-        let ended = loop {
-            tokio::select! {
-                biased;
-                step = std::future::poll_fn(|cx| match conn.poll_without_shutdown(cx) {
-                    Poll::Ready(r) => Poll::Ready(Some(r)),
-                    Poll::Pending if park && activity.take_waiting() && activity.last_write() != noted => {
-                        Poll::Ready(None)
-                    }
-                    Poll::Pending => Poll::Pending,
-                }) => match step {
-                    Some(Ok(())) if parking && !draining => break Ended::Parked,
-                    Some(Ok(())) => break Ended::Done,
-                    Some(Err(e)) => {
-                        tracing::debug!(error = %e, "connection ended with an error");
-                        break Ended::Dropped;
-                    }
-                    // hyper waits for the next request and the socket is
-                    // empty: park unless it comes within PARK_AFTER.
-                    None => {
-                        noted = activity.last_write();
-                        timer.as_mut().reset(Instant::now() + PARK_AFTER);
-                    }
-                },
-                _ = stopped(&mut stop), if !draining => {
-                    draining = true;
-                    Pin::new(&mut *conn).graceful_shutdown();
-                }
-                _ = timer.as_mut() => {
-                    if idled_out() {
-                        tracing::debug!("closing idle connection");
-                        break Ended::Dropped;
-                    }
-                    if park && !parking && !draining && activity.at_rest(PARK_AFTER / 2) {
-                        // At a message boundary hyper closes its side at
-                        // once and hands the socket back untouched.
-                        parking = true;
-                        Pin::new(&mut *conn).graceful_shutdown();
-                    }
-                    timer.as_mut().reset(Instant::now() + tick);
-                }
-            }
-        };
+        let ended = drive(
+            &mut conn,
+            park,
+            tick,
+            idle,
+            &activity,
+            &mut stop,
+            timer.as_mut(),
+        )
+        .await;
         if matches!(ended, Ended::Dropped) {
             return;
         }
@@ -187,6 +148,74 @@ pub async fn serve_http1<I: Parkable>(
         if matches!(ended, Ended::Done) {
             let _ = io.shutdown().await;
             return;
+        }
+    }
+}
+
+/// Runs hyper over the connection until it stops at a message boundary we
+/// asked for (park), ends, idles out, or the gateway stops.
+async fn drive<I, S>(
+    conn: &mut Box<http1::Connection<TokioIo<Prefixed<I>>, S>>,
+    park: bool,
+    tick: Duration,
+    idle: Duration,
+    activity: &Activity,
+    stop: &mut watch::Receiver<bool>,
+    mut timer: Pin<&mut tokio::time::Sleep>,
+) -> Ended
+where
+    I: Parkable,
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = super::service::ConnBody>
+        + Unpin,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Future: Unpin,
+{
+    let mut parking = false;
+    let mut draining = false;
+    // The rest period (by its last write) already timed for parking:
+    // hyper polls its read again on every wake-up, and each finds the
+    // socket empty, so only the first finding of a period counts.
+    let mut noted = u64::MAX;
+    loop {
+        tokio::select! {
+            biased;
+            step = std::future::poll_fn(|cx| match conn.poll_without_shutdown(cx) {
+                Poll::Ready(r) => Poll::Ready(Some(r)),
+                Poll::Pending if park && activity.take_waiting() && activity.last_write() != noted => {
+                    Poll::Ready(None)
+                }
+                Poll::Pending => Poll::Pending,
+            }) => match step {
+                Some(Ok(())) if parking && !draining => return Ended::Parked,
+                Some(Ok(())) => return Ended::Done,
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                    return Ended::Dropped;
+                }
+                // hyper waits for the next request and the socket is
+                // empty: park unless it comes within PARK_AFTER.
+                None => {
+                    noted = activity.last_write();
+                    timer.as_mut().reset(Instant::now() + PARK_AFTER);
+                }
+            },
+            _ = stopped(stop), if !draining => {
+                draining = true;
+                Pin::new(&mut **conn).graceful_shutdown();
+            }
+            _ = timer.as_mut() => {
+                if activity.idled_out(idle) {
+                    tracing::debug!("closing idle connection");
+                    return Ended::Dropped;
+                }
+                if park && !parking && !draining && activity.at_rest(PARK_AFTER / 2) {
+                    // At a message boundary hyper closes its side at
+                    // once and hands the socket back untouched.
+                    parking = true;
+                    Pin::new(&mut **conn).graceful_shutdown();
+                }
+                timer.as_mut().reset(Instant::now() + tick);
+            }
         }
     }
 }
