@@ -38,6 +38,9 @@ pub struct Runtime {
     /// Every identity header name of the config: no client sends these
     /// upstream, on any route.
     pub identity_names: IdentityNames,
+    /// The listener's rustls config, read from `server.tls`'s files when
+    /// this runtime was built (so a reload picks up a new certificate).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Runtime {
@@ -75,6 +78,13 @@ impl Runtime {
             Some(r) if *r.config() == config.revocation => r.clone(),
             other => Arc::new(Revocations::new(&config.revocation, other.map(|r| &**r))?),
         };
+        let tls = match &config.server.tls {
+            None => None,
+            Some(t) => Some(
+                crate::tls::server_config(&t.cert_file, &t.key_file, t.client_ca_file.as_deref())
+                    .map_err(|e| ConfigProblem::new(&e.key, e.problem, e.expected))?,
+            ),
+        };
         let routes = std::mem::take(&mut config.routes);
         let identity_names = IdentityNames::new(
             routes
@@ -96,15 +106,13 @@ impl Runtime {
             introspectors,
             revocations,
             identity_names,
+            tls,
         })
     }
 
     /// A TLS acceptor for the current certificate, if TLS is configured.
     pub fn tls_acceptor(&self) -> Option<tokio_rustls::TlsAcceptor> {
-        self.config
-            .tls_server
-            .clone()
-            .map(tokio_rustls::TlsAcceptor::from)
+        self.tls.clone().map(tokio_rustls::TlsAcceptor::from)
     }
 
     /// What keeps this runtime from serving, as (config path, problem):

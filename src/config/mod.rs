@@ -117,8 +117,6 @@ pub fn parse(
 pub struct Config {
     /// `server:`
     pub server: ServerConfig,
-    /// The rustls config built from `server.tls` (files read at load).
-    pub tls_server: Option<Arc<rustls::ServerConfig>>,
     /// `admin:`
     pub admin: AdminConfig,
     /// `issuers:`, in file order.

@@ -81,14 +81,13 @@ pub fn validate(
     let issuers = v.issuers(top.issuers);
     let revocation = v.revocation(top.revocation);
     let routes = v.routes(top.routes, &issuers);
-    let (mut server, tls_server) = server?;
+    let mut server = server?;
     let routes = routes?;
     v.check_limits(&mut server, &routes, explicit_max_connections);
     let warnings = std::mem::take(&mut v.warnings);
     Some(Loaded {
         config: Config {
             server,
-            tls_server,
             admin: admin?,
             issuers: issuers.into_iter().map(Arc::new).collect(),
             revocation: revocation?,

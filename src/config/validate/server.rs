@@ -72,10 +72,7 @@ impl Validator<'_> {
         }
     }
 
-    pub(super) fn server(
-        &mut self,
-        value: Option<Value>,
-    ) -> Option<(ServerConfig, Option<Arc<rustls::ServerConfig>>)> {
+    pub(super) fn server(&mut self, value: Option<Value>) -> Option<ServerConfig> {
         let f: ServerFile = match value {
             None | Some(Value::Null) => ServerFile::default(),
             Some(v) => self.shape("server", v)?,
@@ -87,27 +84,24 @@ impl Validator<'_> {
                 .client_ca_file
                 .map(|c| self.file("server.tls.client_ca_file", &c)),
         });
-        let tls_server = match &tls {
-            Some(t)
-                if self
-                    .problems
-                    .iter()
-                    .all(|p| !p.path.starts_with("server.tls")) =>
+        // Checked here so that `check` names a bad certificate or key; the
+        // runtime builds the listener's rustls config from the same paths.
+        if let Some(t) = &tls {
+            if self
+                .problems
+                .iter()
+                .all(|p| !p.path.starts_with("server.tls"))
             {
-                match crate::tls::server_config(
+                let built = crate::tls::server_config(
                     &t.cert_file,
                     &t.key_file,
                     t.client_ca_file.as_deref(),
-                ) {
-                    Ok(c) => Some(c),
-                    Err(e) => {
-                        self.problem(&e.key, e.problem, e.expected);
-                        None
-                    }
+                );
+                if let Err(e) = built {
+                    self.problem(&e.key, e.problem, e.expected);
                 }
             }
-            _ => None,
-        };
+        }
         let max_header_bytes = f.max_header_bytes.unwrap_or(16_384);
         if !(1024..=1_048_576).contains(&max_header_bytes) {
             self.problem(
@@ -154,7 +148,7 @@ impl Validator<'_> {
                 DEFAULT_DRAIN_TIMEOUT,
             ),
         };
-        Some((server, tls_server))
+        Some(server)
     }
 
     pub(super) fn admin(&mut self, value: Option<Value>) -> Option<AdminConfig> {
