@@ -8,21 +8,22 @@
 //! 5. `proxy::forward` streams the request to the upstream and the answer back;
 //!
 //! every refusal on the way is rendered by `response`. The README's
-//! *Architecture* section has the map.
+//! *Architecture* section has the map. Modules stay `pub` only where the
+//! binary, benches, fuzz targets or integration tests use them.
 
 pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod config;
-pub mod demo;
-pub mod descriptors;
+pub(crate) mod demo;
+pub(crate) mod descriptors;
 pub mod gateway;
 pub mod jwks;
 pub mod proxy;
-pub mod response;
+pub(crate) mod response;
 pub mod revocation;
 pub mod routing;
-pub mod runtime;
+pub(crate) mod runtime;
 pub mod server;
 pub mod telemetry;
 pub mod tls;

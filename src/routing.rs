@@ -20,7 +20,7 @@ use http::Method;
 use crate::config::{PathMatch, RouteConfig};
 
 mod host;
-pub mod path;
+pub(crate) mod path;
 pub use host::{BadHost, RequestHost, request_host};
 pub use path::{BadPath, check_pattern, normalise};
 

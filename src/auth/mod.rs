@@ -3,10 +3,10 @@
 //! Forwarding and identity headers happen after, in the gateway.
 
 pub mod extract;
-pub mod failure;
+pub(crate) mod failure;
 pub mod identity;
-pub mod introspect;
-pub mod policy;
+pub(crate) mod introspect;
+pub(crate) mod policy;
 pub mod token;
 pub mod verify;
 

@@ -1,10 +1,10 @@
 //! Issuer keys: JWKS documents fetched (`fetch`, `discovery`), parsed
 //! (`keyset`) and cached per issuer (`cache`). Nothing here reads tokens.
 
-pub mod cache;
+pub(crate) mod cache;
 pub mod discovery;
-pub mod fetch;
-pub mod jwk;
+pub(crate) mod fetch;
+pub(crate) mod jwk;
 pub mod keyset;
 
 pub use cache::{KeyCache, KeyError};

@@ -2,13 +2,13 @@
 //! treat specially (`names`), the response body
 //! type (`body`) and the forwarder (`forward`) and its upstream connections (`pool`). No authentication here.
 
-pub mod body;
-pub mod error;
-pub mod forward;
+pub(crate) mod body;
+pub(crate) mod error;
+pub(crate) mod forward;
 pub mod headers;
-pub mod names;
-pub mod pool;
-pub mod request_body;
+pub(crate) mod names;
+pub(crate) mod pool;
+pub(crate) mod request_body;
 mod retry;
 
 pub use body::Body;

@@ -9,10 +9,10 @@
 //! cannot be trusted to be complete (Redis unreachable), `on_store_error`
 //! decides: deny (fail closed, 503) or allow (use what was mirrored).
 
-pub mod body;
+pub(crate) mod body;
 mod denylist;
-pub mod memory;
-pub mod redis;
+pub(crate) mod memory;
+pub(crate) mod redis;
 
 use std::fmt;
 use std::future::Future;

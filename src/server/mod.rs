@@ -6,10 +6,10 @@ mod activity;
 mod connection;
 mod http1;
 mod http2;
-pub mod listener;
+pub(crate) mod listener;
 mod service;
-pub mod shutdown;
-pub mod workers;
+pub(crate) mod shutdown;
+pub(crate) mod workers;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
