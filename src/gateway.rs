@@ -152,7 +152,7 @@ async fn proxy_request(
     log: &mut AccessLog,
 ) -> Response<Body> {
     let (mut parts, body) = req.into_parts();
-    if let Err(e) = forward::note_upgrade(&mut parts) {
+    if let Err(e) = crate::proxy::upgrade::note_upgrade(&mut parts) {
         return response::bad_request(&e);
     }
     let (path, host) = match normalise(&parts) {

@@ -10,6 +10,7 @@ pub(crate) mod names;
 pub(crate) mod pool;
 pub(crate) mod request_body;
 mod retry;
+pub(crate) mod upgrade;
 
 pub use body::Body;
 pub use forward::{ForwardError, Forwarder};

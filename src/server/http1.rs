@@ -37,8 +37,8 @@ use super::service::service;
 use super::shutdown::stopped;
 use crate::config::ServerConfig;
 use crate::gateway::Gateway;
-use crate::proxy::forward::UpgradeSlot;
 use crate::proxy::headers::ClientInfo;
+use crate::proxy::upgrade::UpgradeSlot;
 use std::time::Duration;
 
 /// How long hyper waits for a connection's next request before it is

@@ -17,7 +17,7 @@ use hyper::service::{Service, service_fn};
 
 use super::activity::{Activity, Busy};
 use crate::gateway::{Gateway, StreamSlot};
-use crate::proxy::forward::UpgradeSlot;
+use crate::proxy::upgrade::UpgradeSlot;
 use crate::proxy::{Body, headers::ClientInfo};
 use crate::response::Refusal;
 
