@@ -8,12 +8,25 @@ use std::time::Duration;
 pub const BIN: &str = env!("CARGO_BIN_EXE_authgate");
 
 /// A port free at the time of the call.
+///
+/// Picked below Linux's ephemeral range (32768 and up), where every
+/// `127.0.0.1:0` bind of the in-process tests lands, and never twice in one
+/// test process: a port handed to a child gateway or redis-server cannot be
+/// taken by another test's socket before the child binds it (an ephemeral
+/// port could, and a replica once failed that way).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id() % SPAN;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (FIRST + (start + n) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Sends `sig` (`TERM`, `HUP`, `INT`) to `child`.
