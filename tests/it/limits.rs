@@ -140,7 +140,7 @@ routes:
     match: {{ path_prefix: / }}
     upstream: "http://{slow}"
     auth: public
-    forward: {{ max_connections: 1000 }}
+    forward: {{ max_connections: 300 }}
 "#
     ))
     .await;
