@@ -36,14 +36,14 @@ async fn slow_upstream(delay: Duration) -> (std::net::SocketAddr, Arc<AtomicUsiz
 }
 
 /// Opens `connections` HTTP/2 connections to `gateway` and sends `streams`
-/// GETs of `path` on each at once; each task yields the status and whether
-/// `Retry-After` came with it.
+/// GETs of `path` on each at once; each task yields the status, whether
+/// `Retry-After` came with it, and the body.
 async fn h2_flood(
     gateway: std::net::SocketAddr,
     connections: usize,
     streams: usize,
     path: &'static str,
-) -> Vec<tokio::task::JoinHandle<(u16, bool)>> {
+) -> Vec<tokio::task::JoinHandle<(u16, bool, String)>> {
     let mut flood = Vec::new();
     for _ in 0..connections {
         let tcp = tokio::net::TcpStream::connect(gateway).await.unwrap();
@@ -59,10 +59,18 @@ async fn h2_flood(
                     .unwrap();
                 let (response, _) = client.send_request(req, true).unwrap();
                 let response = response.await.unwrap();
-                (
+                let (status, retry) = (
                     response.status().as_u16(),
                     response.headers().contains_key("retry-after"),
-                )
+                );
+                let mut body = response.into_body();
+                let mut text = Vec::new();
+                while let Some(chunk) = body.data().await {
+                    let chunk = chunk.unwrap();
+                    let _ = body.flow_control().release_capacity(chunk.len());
+                    text.extend_from_slice(&chunk);
+                }
+                (status, retry, String::from_utf8_lossy(&text).into_owned())
             }));
         }
     }
@@ -108,8 +116,8 @@ routes:
     let mut busy = 0;
     for task in flood {
         match task.await.unwrap() {
-            (200, _) => ok += 1,
-            (503, true) => busy += 1,
+            (200, _, _) => ok += 1,
+            (503, true, _) => busy += 1,
             other => panic!("unexpected answer {other:?}"),
         }
     }
@@ -131,7 +139,10 @@ routes:
 
 #[tokio::test]
 async fn http2_streams_are_capped_in_total_not_only_per_connection() {
-    let (slow, _) = slow_upstream(Duration::from_millis(2000)).await;
+    // Few upstream connections (the requests past them wait in the pool,
+    // still holding their stream places), so the test fits a machine with
+    // 1024 descriptors.
+    let (slow, accepted) = slow_upstream(Duration::from_millis(2000)).await;
     let gw = TestGateway::start(&format!(
         r#"
 server: {{ listen: "127.0.0.1:0", workers: 1, max_connections: 4 }}
@@ -140,21 +151,21 @@ routes:
     match: {{ path_prefix: / }}
     upstream: "http://{slow}"
     auth: public
-    forward: {{ max_connections: 300 }}
+    forward: {{ max_connections: 16, connect_timeout: 5s }}
 "#
     ))
     .await;
     let flood = h2_flood(gw.running.proxy_addr, 2, 200, "/slow").await;
-    let mut statuses = std::collections::BTreeMap::new();
+    let mut too_many = 0;
     for task in flood {
-        *statuses.entry(task.await.unwrap().0).or_insert(0) += 1;
+        let (status, retry_after, body) = task.await.unwrap();
+        if body.contains("too_many_streams") {
+            assert_eq!((status, retry_after), (503, true));
+            too_many += 1;
+        }
     }
-    eprintln!("{statuses:?}");
-    let ok = statuses.get(&200).copied().unwrap_or(0);
-    let refused = statuses.get(&503).copied().unwrap_or(0);
-    assert_eq!(ok + refused, 400, "{statuses:?}");
-    assert!(
-        ok <= 300 && refused >= 100,
-        "256 in flight at most: {statuses:?}"
-    );
+    // 256 places in all (max(max_connections, 256)): the other 144 are
+    // refused at once.
+    assert_eq!(too_many, 144, "refused past the stream total");
+    assert!(accepted.load(Ordering::SeqCst) <= 16);
 }
