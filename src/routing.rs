@@ -22,7 +22,7 @@ use crate::config::{PathMatch, RouteConfig};
 mod host;
 pub(crate) mod path;
 pub use host::{BadHost, RequestHost, request_host};
-pub use path::{BadPath, check_pattern, normalise};
+pub use path::{BadPath, normalise};
 
 /// A compiled route: its config plus a matcher.
 #[derive(Debug)]

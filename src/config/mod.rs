@@ -20,7 +20,7 @@ use jsonwebtoken::Algorithm;
 pub use duration::parse_duration;
 pub use validate::{
     DEFAULT_ADMIN_LISTEN, DEFAULT_DRAIN_TIMEOUT, DEFAULT_IDENTITY_HEADERS, DEFAULT_LISTEN, is_hmac,
-    is_loopback_host, normalise_typ,
+    is_loopback_host, is_loopback_url, normalise_typ,
 };
 
 /// One thing wrong with a config file, printed as `path: problem (expected)`.

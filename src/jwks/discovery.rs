@@ -43,21 +43,7 @@ pub fn parse(body: &[u8], issuer: &str) -> Result<String, FetchError> {
 /// `http://` to 127.0.0.0/8, `[::1]` or `localhost`: a sidecar IdP in the
 /// same pod. Anywhere else, keys over plain HTTP can be replaced on the way.
 fn loopback_http(url: &str) -> bool {
-    let Some(rest) = url.strip_prefix("http://") else {
-        return false;
-    };
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    if authority.contains('@') {
-        return false;
-    }
-    let host = match authority.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or(""),
-        None => authority.split(':').next().unwrap_or(""),
-    };
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+    url.starts_with("http://") && crate::config::is_loopback_url(url)
 }
 
 #[cfg(test)]

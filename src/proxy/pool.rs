@@ -231,11 +231,11 @@ impl Destination {
             let (mut sender, idle_for) = match self.take_or_wait(shard)? {
                 Ok(taken) => taken,
                 Err((waiting, connecting)) => {
-                    // Waiting on a connection of our own: its connect is
-                    // bounded by connect_timeout and answers 504 itself.
-                    // Waiting for a busy one to come free: connect_timeout.
+                    // CONTRACT §8.1b: at most connect_timeout. A request whose
+                    // own connect is under way gets a moment more, so that
+                    // connect's timeout answers (504) rather than this one.
                     let wait = match connecting {
-                        true => 2 * self.connect_timeout + WAIT_MARGIN,
+                        true => self.connect_timeout + WAIT_MARGIN,
                         false => self.connect_timeout,
                     };
                     match tokio::time::timeout(wait, waiting).await {

@@ -1,5 +1,6 @@
 use std::borrow::Cow;
 
+use super::path::check_pattern;
 use super::*;
 use crate::config::{ForwardConfig, RouteAuth, Upstream};
 use std::time::Duration;

@@ -235,7 +235,8 @@ fn is_http_url(s: &str) -> bool {
         .is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some())
 }
 
-fn is_loopback_url(s: &str) -> bool {
+/// A URL whose host is loopback (`localhost`, 127.0.0.0/8, `[::1]`).
+pub fn is_loopback_url(s: &str) -> bool {
     s.parse::<http::Uri>()
         .ok()
         .and_then(|u| u.host().map(is_loopback_host))
