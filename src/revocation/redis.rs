@@ -76,11 +76,15 @@ pub fn client(url: &str, ca_file: Option<&Path>) -> Result<redis::Client, Config
     let scrub = |e: redis::RedisError| redact_in(&e.to_string(), url);
     match ca_file {
         Some(path) if url.starts_with("rediss://") => {
-            let root_cert = std::fs::read(path).map_err(|e| ConfigProblem {
+            let extra = std::fs::read(path).map_err(|e| ConfigProblem {
                 path: "revocation.ca_file".into(),
                 problem: format!("cannot read {}: {e}", path.display()),
                 expected: "a PEM CA certificate".into(),
             })?;
+            // The redis crate takes a root store in place of the system's:
+            // give it the system roots (SSL_CERT_FILE honoured) plus ours.
+            let mut root_cert = system_roots_pem();
+            root_cert.extend_from_slice(&extra);
             redis::Client::build_with_tls(
                 url,
                 redis::TlsCertificates {
@@ -92,6 +96,23 @@ pub fn client(url: &str, ca_file: Option<&Path>) -> Result<redis::Client, Config
         }
         _ => redis::Client::open(url).map_err(|e| problem(scrub(e))),
     }
+}
+
+/// The system's root certificates as PEM (`SSL_CERT_FILE` overrides them,
+/// as rustls-native-certs reads it).
+fn system_roots_pem() -> Vec<u8> {
+    use base64::Engine;
+    let mut pem = Vec::new();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let body = base64::engine::general_purpose::STANDARD.encode(cert.as_ref());
+        pem.extend_from_slice(b"-----BEGIN CERTIFICATE-----\n");
+        for line in body.as_bytes().chunks(64) {
+            pem.extend_from_slice(line);
+            pem.push(b'\n');
+        }
+        pem.extend_from_slice(b"-----END CERTIFICATE-----\n");
+    }
+    pem
 }
 
 #[derive(Debug)]

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::binary::{free_port, run};
+use crate::support::binary::{free_port, run, run_with_env};
 use crate::support::redis::RedisServer;
 use crate::support::{
     Signer, TestGateway, TestIssuer, Upstream, eventually, now, sha256_hex, temp_dir,
@@ -521,4 +521,39 @@ async fn a_brief_subscription_drop_does_not_turn_requests_into_503s() {
         }
     }
     assert_eq!(statuses.keys().collect::<Vec<_>>(), [&200], "{statuses:?}");
+}
+
+#[tokio::test]
+async fn revocation_ca_file_adds_to_the_system_roots_it_does_not_replace_them() {
+    // The Redis server's CA is the "system" root (SSL_CERT_FILE); ca_file
+    // names an unrelated CA. Replacing the roots would leave Redis untrusted.
+    let pki = crate::support::tls::TestPki::new();
+    let unrelated = crate::support::tls::TestPki::new();
+    let redis = RedisServer::start_tls(&pki).await;
+    let key = Signer::es256("k1");
+    let issuer = TestIssuer::spawn(&[&key]).await;
+    let up = Upstream::spawn().await;
+    let (proxy, admin) = (free_port(), free_port());
+    let yaml = format!(
+        "server: {{ listen: \"127.0.0.1:{proxy}\" }}\n{}",
+        config(
+            &issuer,
+            &up,
+            &format!(
+                "revocation: {{ store: redis, redis_url: \"rediss://127.0.0.1:{}\", ca_file: \"{}\" }}",
+                redis.port,
+                unrelated.dir.join("ca.crt").display()
+            ),
+            &admin_block(&format!("127.0.0.1:{admin}")),
+        )
+    );
+    let dir = temp_dir("redis-roots");
+    let file = dir.join("gateway.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let system_roots = pki.dir.join("ca.crt");
+    // Ready means the revocation store synchronised over verified TLS.
+    let _gateway = run_with_env(&file, admin, &[("SSL_CERT_FILE", &system_roots)]).await;
+    let stolen = token(&key, &issuer, json!({"jti": "roots"}));
+    let url = format!("http://127.0.0.1:{proxy}");
+    assert_eq!(get(&url, &stolen).await.status(), 200);
 }

@@ -64,9 +64,15 @@ impl Drop for Process {
 
 /// `authgate run --config file`, returned once `/readyz` on `admin` answers 200.
 pub async fn run(file: &Path, admin: u16) -> Process {
+    run_with_env(file, admin, &[]).await
+}
+
+/// As [`run`], with extra environment variables.
+pub async fn run_with_env(file: &Path, admin: u16, env: &[(&str, &Path)]) -> Process {
     let mut child = Command::new(BIN)
         .args(["run", "--config"])
         .arg(file)
+        .envs(env.iter().map(|(k, v)| (*k, *v)))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
