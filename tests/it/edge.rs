@@ -512,3 +512,33 @@ async fn a_request_its_client_abandons_is_still_logged_and_counted_as_499() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_admin_listener_serves_at_most_64_connections_at_once() {
+    let up = Upstream::spawn().await;
+    let gw = TestGateway::start(&format!(
+        "server: {{ listen: \"127.0.0.1:0\", header_read_timeout: 1500ms }}\nroutes:\n  - name: all\n    match: {{ path_prefix: / }}\n    upstream: \"{}\"\n    auth: public\n",
+        up.url()
+    ))
+    .await;
+    // 64 connections that say nothing hold every place...
+    let mut idle = Vec::new();
+    for _ in 0..64 {
+        idle.push(
+            tokio::net::TcpStream::connect(gw.running.admin_addr)
+                .await
+                .unwrap(),
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // ...so the next one waits in the backlog until they are cut.
+    let started = std::time::Instant::now();
+    let r = reqwest::get(format!("{}/healthz", gw.admin)).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(800),
+        "served after {waited:?}: the 65th connection was not held back"
+    );
+    drop(idle);
+}

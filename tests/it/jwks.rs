@@ -318,3 +318,27 @@ async fn a_jwks_file_over_512_kib_is_refused() {
     let token = k1.token("ES256", json!({}), &issuer.claims());
     assert_eq!(status(&gw, &token).await.0, 503);
 }
+
+#[tokio::test]
+async fn a_discovery_document_naming_a_plain_http_jwks_uri_off_loopback_is_refused() {
+    let k1 = Signer::es256("k1");
+    let issuer = TestIssuer::spawn(&[&k1]).await;
+    // An attacker on the path between the gateway and 10.0.0.1 could serve
+    // any keys there.
+    issuer.state.lock().unwrap().discovery_jwks_uri = Some("http://10.0.0.1/jwks.json".into());
+    let up = Upstream::spawn().await;
+    let gw = TestGateway::start_unready(
+        &yaml(&issuer, &up, "min_refresh_interval: 1s", "discovery: true"),
+        std::path::Path::new("."),
+    )
+    .await;
+    let readyz = format!("{}/readyz", gw.admin);
+    eventually("readyz to name the refused jwks_uri", async || {
+        let r = reqwest::get(&readyz).await.unwrap();
+        r.status() == 503 && r.text().await.unwrap().contains("jwks_uri must be https")
+    })
+    .await;
+    let token = k1.token("ES256", json!({}), &issuer.claims());
+    assert_eq!(status(&gw, &token).await.0, 503);
+    assert_eq!(issuer.fetches(), 0, "no key document was fetched");
+}

@@ -184,6 +184,8 @@ pub struct IssuerState {
     pub cache_control: Option<String>,
     /// `issuer` in the discovery document; `None` means the real URL.
     pub discovery_issuer: Option<String>,
+    /// `jwks_uri` in the discovery document; `None` means this issuer's own.
+    pub discovery_jwks_uri: Option<String>,
 }
 
 /// A running issuer.
@@ -210,6 +212,7 @@ impl TestIssuer {
                 content_type: "application/json",
                 cache_control: None,
                 discovery_issuer: None,
+                discovery_jwks_uri: None,
             })),
             jwks_fetches: Arc::default(),
             other_fetches: Arc::default(),
@@ -276,7 +279,11 @@ impl TestIssuer {
                         .discovery_issuer
                         .clone()
                         .unwrap_or_else(|| self.url.clone());
-                    let doc = json!({"issuer": iss, "jwks_uri": format!("{}/jwks.json", self.url)});
+                    let jwks_uri = s
+                        .discovery_jwks_uri
+                        .clone()
+                        .unwrap_or_else(|| format!("{}/jwks.json", self.url));
+                    let doc = json!({"issuer": iss, "jwks_uri": jwks_uri});
                     (
                         200,
                         "application/json",
