@@ -89,6 +89,23 @@ impl Gateway {
         (before < self.stream_cap).then_some(slot)
     }
 
+    /// 503 `too_many_streams` for an HTTP/2 request past the stream total,
+    /// logged and counted like every other answer.
+    pub fn too_many_streams(&self, req: &Request<Incoming>) -> Response<Body> {
+        let mut log = AccessLog::start(req.method(), req.uri());
+        log.reason = Some("too_many_streams");
+        let response = response::refuse(
+            crate::response::Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too_many_streams",
+                "the gateway is serving as many HTTP/2 requests as it allows; retry shortly",
+            )
+            .retry_after(1),
+        );
+        log.finish(response.status(), Instant::now(), &self.metrics);
+        response
+    }
+
     /// Marks the gateway as shutting down (`/readyz` turns 503).
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::SeqCst);

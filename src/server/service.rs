@@ -19,7 +19,6 @@ use super::activity::{Activity, Busy};
 use crate::gateway::{Gateway, StreamSlot};
 use crate::proxy::upgrade::UpgradeSlot;
 use crate::proxy::{Body, headers::ClientInfo};
-use crate::response::Refusal;
 
 /// The future answering one request.
 pub(super) type Reply =
@@ -55,7 +54,7 @@ pub(super) fn service(
                 match gateway.stream_slot() {
                     Some(slot) => Some(slot),
                     None => {
-                        return Ok(too_many_streams().map(|inner| ConnBody {
+                        return Ok(gateway.too_many_streams(&req).map(|inner| ConnBody {
                             inner,
                             _busy: busy,
                             _slot: None,
@@ -74,18 +73,6 @@ pub(super) fn service(
             }))
         })
     })
-}
-
-/// 503 for an HTTP/2 request past the process's stream total.
-fn too_many_streams() -> Response<Body> {
-    crate::response::refuse(
-        Refusal::new(
-            http::StatusCode::SERVICE_UNAVAILABLE,
-            "too_many_streams",
-            "the gateway is serving as many HTTP/2 requests as it allows; retry shortly",
-        )
-        .retry_after(1),
-    )
 }
 
 /// A response body that keeps its request counted as in flight (and, for

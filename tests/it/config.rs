@@ -342,13 +342,17 @@ fn a_bad_redis_url_is_refused_by_check_as_run_would_and_its_password_never_shown
 fn a_route_timeout_longer_than_idle_timeout_is_a_warning() {
     let yaml = format!(
         "server: {{ idle_timeout: 10s }}\n{}",
-        with_route(&GOOD_ROUTE.replace("auth: { issuers: [corp] }", "auth: { issuers: [corp] }\n    forward: { timeout: 30s }"))
+        with_route(&GOOD_ROUTE.replace(
+            "auth: { issuers: [corp] }",
+            "auth: { issuers: [corp] }\n    forward: { timeout: 30s }"
+        ))
     );
     let loaded = authgate::config::parse(&yaml, Path::new("."), &|_| None).unwrap();
     let warnings: Vec<String> = loaded.warnings.iter().map(ToString::to_string).collect();
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(
-        warnings[0].starts_with("routes[0].forward.timeout: 30s is longer than server.idle_timeout (10s)"),
+        warnings[0]
+            .starts_with("routes[0].forward.timeout: 30s is longer than server.idle_timeout (10s)"),
         "{warnings:?}"
     );
 }

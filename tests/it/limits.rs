@@ -167,5 +167,11 @@ routes:
     // 256 places in all (max(max_connections, 256)): the other 144 are
     // refused at once.
     assert_eq!(too_many, 144, "refused past the stream total");
+    assert!(
+        gw.metrics()
+            .await
+            .contains(r#"authgate_requests_total{route="(none)",status="503"} 144"#),
+        "each refusal is counted"
+    );
     assert!(accepted.load(Ordering::SeqCst) <= 16);
 }
