@@ -293,3 +293,93 @@ async fn the_demo_works_end_to_end() {
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
     assert!(status.success(), "{status:?}: {err}");
 }
+
+/// `authgate ARGS` under a shell that first lowers the descriptor limits.
+fn with_limits(limits: &str, args: &str) -> Command {
+    let mut c = Command::new("bash");
+    c.args(["-c", &format!("{limits}; exec \"$0\" {args}"), BIN]);
+    c
+}
+
+#[test]
+fn check_refuses_max_connections_the_descriptor_limit_cannot_hold() {
+    let dir = temp_dir("nofile");
+    let file = dir.join("gateway.yaml");
+    std::fs::write(
+        &file,
+        "server:\n  max_connections: 5000\nroutes:\n  - name: a\n    match: { path: /a }\n    upstream: \"http://127.0.0.1:1\"\n    auth: public\n",
+    )
+    .unwrap();
+    let out = with_limits(
+        "ulimit -n 2048",
+        &format!("check --config {}", file.display()),
+    )
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(
+        stderr.trim(),
+        "server.max_connections: 5000 client connections, 256 upstream connections and 256 others need 5512 file descriptors, but this process may open 2048 (at most 1536 (or raise the hard limit: ulimit -Hn, LimitNOFILE=))"
+    );
+    // Left unset, the default is lowered to fit instead.
+    std::fs::write(
+        &file,
+        "routes:\n  - name: a\n    match: { path: /a }\n    upstream: \"http://127.0.0.1:1\"\n    auth: public\n",
+    )
+    .unwrap();
+    let out = with_limits(
+        "ulimit -n 2048",
+        &format!("check --strict --config {}", file.display()),
+    )
+    .output()
+    .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn run_raises_the_soft_descriptor_limit_to_the_hard_one() {
+    let (port, admin) = (free_port(), free_port());
+    let dir = temp_dir("nofile-run");
+    let file = dir.join("gateway.yaml");
+    std::fs::write(
+        &file,
+        format!("server: {{ listen: \"127.0.0.1:{port}\", max_connections: 100 }}\nadmin: {{ listen: \"127.0.0.1:{admin}\" }}\nroutes:\n  - name: a\n    match: {{ path: /a }}\n    upstream: \"http://127.0.0.1:1\"\n    auth: public\n"),
+    )
+    .unwrap();
+    let mut child = with_limits(
+        "ulimit -Sn 512 && ulimit -Hn 4096",
+        &format!("run --config {}", file.display()),
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    eventually("the gateway to be ready", async || {
+        reqwest::get(format!("http://127.0.0.1:{admin}/readyz"))
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let open_files = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .split_whitespace()
+        .skip(3)
+        .take(2)
+        .collect::<Vec<_>>();
+    signal(&child, "TERM");
+    assert!(wait_exit(&mut child).await.success());
+    assert_eq!(
+        open_files,
+        ["4096", "4096"],
+        "soft raised to the hard limit"
+    );
+}
