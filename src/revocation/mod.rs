@@ -226,3 +226,23 @@ impl Revocations {
         self.list.entries()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_jti_revocation_outlives_any_leeway_by_an_hour() {
+        let r = Revocation::Token {
+            jti: "a".into(),
+            expires_at: 1_000,
+        };
+        let max_leeway = crate::config::MAX_LEEWAY.as_secs() as i64;
+        assert_eq!(r.until(), Some(1_000 + 3_600 + max_leeway));
+        let far = Revocation::Token {
+            jti: "a".into(),
+            expires_at: i64::MAX,
+        };
+        assert_eq!(far.until(), Some(i64::MAX), "saturates, never wraps");
+    }
+}

@@ -557,3 +557,43 @@ async fn revocation_ca_file_adds_to_the_system_roots_it_does_not_replace_them() 
     let url = format!("http://127.0.0.1:{proxy}");
     assert_eq!(get(&url, &stolen).await.status(), 200);
 }
+
+#[tokio::test]
+async fn a_later_subject_revocation_never_shortens_an_earlier_one_in_redis() {
+    let redis = RedisServer::start().await;
+    let key = Signer::es256("k1");
+    let issuer = TestIssuer::spawn(&[&key]).await;
+    let up = Upstream::spawn().await;
+    let store = format!(
+        "revocation: {{ store: redis, redis_url: \"{}\" }}",
+        redis.url()
+    );
+    let gw = TestGateway::start(&config(&issuer, &up, &store, &admin_block("127.0.0.1:0"))).await;
+    let t = now();
+    // Kept until issued_before + max_lifetime (1h) + leeway.
+    let first = json!({"issuer": "idp", "sub": "alice", "issued_before": t}).to_string();
+    assert_eq!(
+        revoke(&gw.admin, Some(ADMIN_TOKEN), &first).await.status(),
+        204
+    );
+    // A later cut-off that would be forgotten in a minute.
+    let later =
+        json!({"issuer": "idp", "sub": "alice", "issued_before": t + 1, "expires_at": t + 60})
+            .to_string();
+    assert_eq!(
+        revoke(&gw.admin, Some(ADMIN_TOKEN), &later).await.status(),
+        204
+    );
+    let ttl: i64 = redis
+        .cli(&["TTL", r#"authgate:revoked:sub:["idp","alice"]"#])
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(ttl > 3000, "the earlier, longer keep must stay: TTL {ttl}");
+    let value: f64 = redis
+        .cli(&["GET", r#"authgate:revoked:sub:["idp","alice"]"#])
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(value, (t + 1) as f64, "the later cut-off is kept");
+}
