@@ -94,6 +94,7 @@ impl Gateway {
     pub fn too_many_streams(&self, req: &Request<Incoming>) -> Response<Body> {
         let mut log = AccessLog::start(req.method(), req.uri());
         log.reason = Some("too_many_streams");
+        let grpc = response::grpc::is_grpc(req.headers());
         let response = response::refuse(
             crate::response::Refusal::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -103,7 +104,10 @@ impl Gateway {
             .retry_after(1),
         );
         log.finish(response.status(), Instant::now(), &self.metrics);
-        response
+        match grpc {
+            true => response::grpc::trailers_only(response),
+            false => response,
+        }
     }
 
     /// Marks the gateway as shutting down (`/readyz` turns 503).
@@ -117,9 +121,12 @@ impl Gateway {
     }
 
     /// Answers one request and writes its access-log line; a request whose
-    /// client leaves before the answer is logged and counted as 499.
+    /// client leaves before the answer is logged and counted as 499. A gRPC
+    /// client gets the gateway's own answers as gRPC statuses (logged and
+    /// counted with their HTTP status).
     pub async fn handle(&self, req: Request<Incoming>, client: ClientInfo) -> Response<Body> {
         let runtime = self.runtime();
+        let grpc = response::grpc::is_grpc(req.headers());
         let mut accounted = Accounted {
             log: Some(AccessLog::start(req.method(), req.uri())),
             started: Instant::now(),
@@ -128,7 +135,10 @@ impl Gateway {
         let log = accounted.log.as_mut().expect("set just above");
         let response = proxy_request(&runtime, req, client, log).await;
         accounted.finish(response.status());
-        response
+        match grpc {
+            true => response::grpc::trailers_only(response),
+            false => response,
+        }
     }
 }
 
@@ -169,6 +179,7 @@ async fn proxy_request(
     log: &mut AccessLog,
 ) -> Response<Body> {
     let (mut parts, body) = req.into_parts();
+    let client_version = parts.version;
     if let Err(e) = crate::proxy::upgrade::note_upgrade(&mut parts) {
         return response::bad_request(&e);
     }
@@ -195,10 +206,23 @@ async fn proxy_request(
     };
     parts.uri = uri;
     rewrite(rt, route, &identity, client, host.as_ref(), &mut parts);
+    // CONTRACT §8.2: a gRPC client's deadline lowers the route's timeout.
+    let (timeout, deadline) = match response::grpc::timeout(&parts.headers) {
+        Err(()) => return response::bad_request(&"grpc-timeout is malformed"),
+        Ok(Some(d)) if d < route.config.forward.timeout => (d, true),
+        Ok(_) => (route.config.forward.timeout, false),
+    };
     let req = Request::from_parts(parts, body);
-    let timeout = route.config.forward.timeout;
     match rt.forwarder.forward(route.index, timeout, req).await {
+        Ok(mut response) if client_version < Version::HTTP_2 => {
+            rewrite::declare_grpc_trailers(response.headers_mut());
+            response
+        }
         Ok(response) => response,
+        Err(forward::ForwardError::Timeout) if deadline => {
+            log.reason = Some("deadline_exceeded");
+            response::refuse(forward::ForwardError::Deadline.refusal())
+        }
         Err(e) => {
             tracing::debug!(route = %route.config.name, error = %e, "forwarding failed");
             log.reason = e.reason();

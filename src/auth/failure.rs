@@ -251,6 +251,7 @@ impl AuthFailure {
             description: self.description(),
             challenge: self.www_authenticate(),
             retry_after: self.retry_after().map(|r| r.as_secs().max(1)),
+            grpc_status: None,
         }
     }
 }

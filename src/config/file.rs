@@ -161,4 +161,7 @@ pub struct ForwardFile {
     pub ca_file: Option<String>,
     /// Connections to this route's upstream destination, per process.
     pub max_connections: Option<u64>,
+    /// `http1` (default) or `http2` (https upstreams only; `h2c://` is
+    /// always HTTP/2).
+    pub protocol: Option<String>,
 }

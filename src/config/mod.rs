@@ -290,6 +290,9 @@ pub enum PathMatch {
 pub struct Upstream {
     /// `true` for https.
     pub https: bool,
+    /// `true` for HTTP/2: `h2c://` (prior knowledge), or `https://` with
+    /// `forward.protocol: http2` (ALPN `h2`).
+    pub http2: bool,
     /// `host:port` as written.
     pub authority: http::uri::Authority,
     /// The same, as the `Host` header the upstream receives.

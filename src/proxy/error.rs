@@ -25,6 +25,13 @@ pub enum ForwardError {
     /// the client went away mid-body. The client's fault, not the upstream's.
     #[error("the client's request body is malformed or incomplete")]
     ClientBody,
+    /// A WebSocket upgrade on a route whose upstream speaks HTTP/2.
+    #[error("upgrades need an HTTP/1.1 upstream")]
+    UpgradeOverHttp2,
+    /// The gRPC client's own deadline (`grpc-timeout`) ran out before the
+    /// upstream answered: `DEADLINE_EXCEEDED`.
+    #[error("the call's grpc-timeout ran out")]
+    Deadline,
 }
 
 impl ForwardError {
@@ -32,8 +39,10 @@ impl ForwardError {
     pub fn status(&self) -> StatusCode {
         match self {
             ForwardError::Unavailable(_) => StatusCode::BAD_GATEWAY,
-            ForwardError::Timeout => StatusCode::GATEWAY_TIMEOUT,
-            ForwardError::BadRequest | ForwardError::ClientBody => StatusCode::BAD_REQUEST,
+            ForwardError::Timeout | ForwardError::Deadline => StatusCode::GATEWAY_TIMEOUT,
+            ForwardError::BadRequest
+            | ForwardError::ClientBody
+            | ForwardError::UpgradeOverHttp2 => StatusCode::BAD_REQUEST,
             ForwardError::Busy => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -44,7 +53,11 @@ impl ForwardError {
         match self {
             ForwardError::Busy => Some("upstream_busy"),
             ForwardError::ClientBody => Some("bad_request_body"),
-            ForwardError::Unavailable(_) | ForwardError::Timeout | ForwardError::BadRequest => None,
+            ForwardError::Deadline => Some("deadline_exceeded"),
+            ForwardError::Unavailable(_)
+            | ForwardError::Timeout
+            | ForwardError::BadRequest
+            | ForwardError::UpgradeOverHttp2 => None,
         }
     }
 
@@ -65,10 +78,19 @@ impl ForwardError {
                 "invalid_request",
                 "the request body is malformed or incomplete",
             ),
+            ForwardError::UpgradeOverHttp2 => (
+                "invalid_request",
+                "this route's upstream speaks HTTP/2, which takes no Upgrade",
+            ),
+            ForwardError::Deadline => (
+                "deadline_exceeded",
+                "the call's grpc-timeout ran out before the upstream answered",
+            ),
         };
         let refusal = Refusal::new(self.status(), error, description);
         match self {
             ForwardError::Busy => refusal.retry_after(1),
+            ForwardError::Deadline => refusal.grpc_status(crate::response::grpc::DEADLINE_EXCEEDED),
             _ => refusal,
         }
     }

@@ -14,7 +14,7 @@ use tokio_rustls::TlsConnector;
 use super::Body;
 pub use super::error::ForwardError;
 use super::headers;
-use super::pool::Destination;
+use super::pool::{self, Destination, Lease};
 use super::upgrade::{switch, take_upgrade};
 use crate::config::{ConfigProblem, RouteConfig};
 
@@ -23,12 +23,27 @@ use crate::config::{ConfigProblem, RouteConfig};
 /// destination; a route finds its own by index, with no lookup by name.
 #[derive(Debug)]
 pub struct Forwarder {
-    destinations: Vec<(Key, Arc<Destination>)>,
+    destinations: Vec<(Key, Upstream)>,
     by_route: Vec<usize>,
 }
 
+/// A destination's connections: HTTP/1.1 (pooled one request at a time)
+/// or HTTP/2 (multiplexed).
+#[derive(Debug, Clone)]
+enum Upstream {
+    Http1(Arc<Destination>),
+    Http2(Arc<pool::h2::Destination>),
+}
+
 /// What makes two routes' upstreams the same destination.
-type Key = (bool, http::uri::Authority, Option<PathBuf>, Duration, usize);
+type Key = (
+    bool,
+    bool,
+    http::uri::Authority,
+    Option<PathBuf>,
+    Duration,
+    usize,
+);
 
 impl Forwarder {
     /// Builds the destinations for `routes` (reads CA files; called at load
@@ -42,13 +57,14 @@ impl Forwarder {
         previous: Option<&Forwarder>,
         workers: usize,
     ) -> Result<Self, ConfigProblem> {
-        let mut destinations: Vec<(Key, Arc<Destination>)> = Vec::new();
+        let mut destinations: Vec<(Key, Upstream)> = Vec::new();
         let mut connectors = Connectors::default();
         let mut by_route = Vec::with_capacity(routes.len());
         for (i, route) in routes.iter().enumerate() {
             let f = &route.forward;
             let key: Key = (
                 route.upstream.https,
+                route.upstream.http2,
                 route.upstream.authority.clone(),
                 f.ca_file.clone(),
                 f.connect_timeout,
@@ -64,7 +80,7 @@ impl Forwarder {
                 .map(|(_, d)| d.clone());
             let destination = match kept {
                 Some(d) => d,
-                None => Arc::new(destination(route, i, &mut connectors, workers)?),
+                None => destination(route, i, &mut connectors, workers)?,
             };
             destinations.push((key, destination));
             by_route.push(destinations.len() - 1);
@@ -83,9 +99,18 @@ impl Forwarder {
         timeout: Duration,
         mut req: Request<Incoming>,
     ) -> Result<Response<Body>, ForwardError> {
-        let destination = &self.destinations[self.by_route[route]].1;
         let upgrade = take_upgrade(&mut req);
-        let (response, lease) = match tokio::time::timeout(timeout, destination.send(req)).await {
+        let sent = match &self.destinations[self.by_route[route]].1 {
+            Upstream::Http1(d) => tokio::time::timeout(timeout, d.send(req))
+                .await
+                .map(|r| r.map(|(response, lease)| (response, Lease::Http1(lease)))),
+            // An upgrade is HTTP/1.1's; over HTTP/2 it would need RFC 8441.
+            Upstream::Http2(_) if upgrade.is_some() => return Err(ForwardError::UpgradeOverHttp2),
+            Upstream::Http2(d) => tokio::time::timeout(timeout, d.send(req))
+                .await
+                .map(|r| r.map(|(response, stream)| (response, Lease::Http2(stream)))),
+        };
+        let (response, lease) = match sent {
             Err(_) => return Err(ForwardError::Timeout),
             Ok(result) => result?,
         };
@@ -117,8 +142,8 @@ pub fn upstream_uri(path: &str, query: Option<&str>) -> Result<Uri, ForwardError
     uri.map_err(|_| ForwardError::BadRequest)
 }
 
-/// TLS connectors by CA file, built once per file per load.
-type Connectors = Vec<(Option<PathBuf>, TlsConnector)>;
+/// TLS connectors by CA file and protocol (ALPN), built once each per load.
+type Connectors = Vec<((Option<PathBuf>, bool), TlsConnector)>;
 
 /// A new destination for route number `i`.
 fn destination(
@@ -126,27 +151,29 @@ fn destination(
     i: usize,
     connectors: &mut Connectors,
     workers: usize,
-) -> Result<Destination, ConfigProblem> {
+) -> Result<Upstream, ConfigProblem> {
     let f = &route.forward;
-    let tls = if !route.upstream.https {
+    let up = &route.upstream;
+    let which = (f.ca_file.clone(), up.http2);
+    let tls = if !up.https {
         None
-    } else if let Some((_, c)) = connectors.iter().find(|(ca, _)| *ca == f.ca_file) {
+    } else if let Some((_, c)) = connectors.iter().find(|(k, _)| *k == which) {
         Some(c.clone())
     } else {
         let path = format!("routes[{i}].forward.ca_file");
-        let c = tls_connector(f.ca_file.as_deref(), &path)?;
-        connectors.push((f.ca_file.clone(), c.clone()));
+        let c = tls_connector(f.ca_file.as_deref(), &path, up.http2)?;
+        connectors.push((which, c.clone()));
         Some(c)
     };
-    let authority = route.upstream.authority.clone();
-    Destination::new(
-        authority,
-        tls,
-        f.connect_timeout,
-        workers,
-        f.max_connections,
-    )
-    .map_err(|e| {
+    let authority = up.authority.clone();
+    let (timeout, max) = (f.connect_timeout, f.max_connections);
+    let built = match up.http2 {
+        false => Destination::new(authority, tls, timeout, workers, max)
+            .map(|d| Upstream::Http1(Arc::new(d))),
+        true => pool::h2::Destination::new(authority, tls, timeout, workers, max)
+            .map(|d| Upstream::Http2(Arc::new(d))),
+    };
+    built.map_err(|e| {
         ConfigProblem::new(
             &format!("routes[{i}].upstream"),
             e,
@@ -158,6 +185,7 @@ fn destination(
 fn tls_connector(
     ca_file: Option<&std::path::Path>,
     path: &str,
+    http2: bool,
 ) -> Result<TlsConnector, ConfigProblem> {
     let mut roots = RootCertStore::empty();
     for cert in rustls_native_certs::load_native_certs().certs {
@@ -182,6 +210,11 @@ fn tls_connector(
         .map_err(|e| ConfigProblem::new(path, e.to_string(), "TLS 1.2 and 1.3"))?
         .with_root_certificates(Arc::new(roots))
         .with_no_client_auth();
-    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // HTTP/2 is offered alone: an upstream that does not select it is
+    // refused (502), never spoken to in HTTP/1.1 instead.
+    tls.alpn_protocols = vec![match http2 {
+        false => b"http/1.1".to_vec(),
+        true => b"h2".to_vec(),
+    }];
     Ok(TlsConnector::from(Arc::new(tls)))
 }

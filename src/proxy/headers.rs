@@ -173,6 +173,19 @@ pub fn rewrite_response(headers: &mut HeaderMap) {
     strip_hop_by_hop(headers);
 }
 
+/// For an HTTP/1.1 client of a gRPC upstream: HTTP/1.1 sends only trailer
+/// fields its response declares in `Trailer`, and HTTP/2 answers declare
+/// none, so the gRPC status fields are declared here (other trailing
+/// metadata reaches HTTP/2 clients only).
+pub fn declare_grpc_trailers(headers: &mut HeaderMap) {
+    if crate::response::grpc::is_grpc(headers) && !headers.contains_key(header::TRAILER) {
+        headers.insert(
+            header::TRAILER,
+            HeaderValue::from_static("grpc-status, grpc-message, grpc-status-details-bin"),
+        );
+    }
+}
+
 fn append_forwarded_for(headers: &mut HeaderMap, ip: HeaderValue) {
     let prior = headers
         .get(X_FORWARDED_FOR)

@@ -9,7 +9,7 @@ pub mod headers;
 pub(crate) mod names;
 pub(crate) mod pool;
 pub(crate) mod request_body;
-mod retry;
+pub(crate) mod retry;
 pub(crate) mod upgrade;
 
 pub use body::Body;

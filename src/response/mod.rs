@@ -2,8 +2,8 @@
 //! JSON body (`{"error", "error_description"}`), `Cache-Control: no-store`,
 //! and for refusals their `WWW-Authenticate` and `Retry-After`. A leaf:
 //! auth, proxy, admin and server describe a refusal as a [`Refusal`] and
-//! this module renders it, so a later format (gRPC trailers-only answers)
-//! changes [`refuse`] alone.
+//! this module renders it; `grpc` renders the same refusal for gRPC
+//! clients, from what [`refuse`] marks on the answer.
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -11,6 +11,7 @@ use http::{Response, StatusCode};
 
 use crate::proxy::Body;
 
+pub mod grpc;
 mod refusal;
 pub use refusal::Refusal;
 
@@ -31,6 +32,10 @@ pub fn refuse(refusal: Refusal<'_>) -> Response<Body> {
     if let Some(secs) = refusal.retry_after {
         h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
+    response.extensions_mut().insert(grpc::Made {
+        message: refusal.description.into(),
+        grpc_status: refusal.grpc_status,
+    });
     response
 }
 
@@ -45,10 +50,11 @@ pub fn bad_request(problem: &dyn std::fmt::Display) -> Response<Body> {
 
 /// 404 for a request no route matches.
 pub fn no_route() -> Response<Body> {
-    json(
+    refuse(Refusal::new(
         StatusCode::NOT_FOUND,
-        r#"{"error":"not_found","error_description":"no route matches this request"}"#,
-    )
+        "not_found",
+        "no route matches this request",
+    ))
 }
 
 /// A small JSON answer (`body` already JSON), never cached.

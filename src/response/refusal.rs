@@ -18,6 +18,9 @@ pub struct Refusal<'a> {
     pub challenge: Option<String>,
     /// Seconds for `Retry-After`, if the client should come back.
     pub retry_after: Option<u64>,
+    /// The `grpc-status` for gRPC clients, when the HTTP status's mapping
+    /// does not say it (a `grpc-timeout` that ran out).
+    pub grpc_status: Option<u8>,
 }
 
 impl<'a> Refusal<'a> {
@@ -29,12 +32,19 @@ impl<'a> Refusal<'a> {
             description,
             challenge: None,
             retry_after: None,
+            grpc_status: None,
         }
     }
 
     /// The same, asking the client to retry after `secs` seconds.
     pub fn retry_after(mut self, secs: u64) -> Self {
         self.retry_after = Some(secs.max(1));
+        self
+    }
+
+    /// The same, with `code` as its `grpc-status`.
+    pub fn grpc_status(mut self, code: u8) -> Self {
+        self.grpc_status = Some(code);
         self
     }
 }

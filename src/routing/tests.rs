@@ -18,6 +18,7 @@ fn route(
         methods,
         upstream: Upstream {
             https: false,
+            http2: false,
             authority: "127.0.0.1:1".parse().unwrap(),
             host: http::HeaderValue::from_static("127.0.0.1:1"),
         },

@@ -180,7 +180,7 @@ fn missing_environment_variables_are_refused() {
 #[test]
 fn invalid_upstream_urls_are_refused() {
     for (url, why) in [
-        ("ftp://x:1", "is not an http or https URL"),
+        ("ftp://x:1", "is not an http, https or h2c URL"),
         (
             "http://x:1/api",
             "has a path or query, which authgate does not rewrite",
@@ -191,7 +191,7 @@ fn invalid_upstream_urls_are_refused() {
         assert_eq!(
             problems(&yaml),
             [format!(
-                r#"routes[0].upstream: "{url}" {why} (http://HOST:PORT or https://HOST:PORT)"#
+                r#"routes[0].upstream: "{url}" {why} (http://HOST:PORT, https://HOST:PORT or h2c://HOST:PORT)"#
             )]
         );
     }

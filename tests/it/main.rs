@@ -8,6 +8,7 @@ mod deploy;
 mod docs;
 mod edge;
 mod fuzz_corpus;
+mod grpc;
 mod hostile;
 mod interop;
 mod introspection;

@@ -84,9 +84,14 @@ impl Validator<'_> {
             }
         };
         let (host, path_match, methods, params) = self.matcher(&join(path, "match"), m);
-        let upstream = self.upstream(&join(path, "upstream"), f.upstream.as_deref());
+        let mut upstream = self.upstream(&join(path, "upstream"), f.upstream.as_deref());
         let auth = self.auth(&join(path, "auth"), f.auth, issuers, &params);
-        let forward = self.forward(&join(path, "forward"), f.forward.unwrap_or_default());
+        let forward = f.forward.unwrap_or_default();
+        let protocol = forward.protocol.clone();
+        let forward = self.forward(&join(path, "forward"), forward);
+        if let Some(up) = &mut upstream {
+            self.protocol(&join(path, "forward.protocol"), protocol.as_deref(), up);
+        }
         if forward.keep_authorization {
             if let Some(up) = &upstream {
                 if !up.https && !is_loopback_host(up.authority.host()) {
@@ -186,25 +191,23 @@ impl Validator<'_> {
     }
 
     pub(super) fn upstream(&mut self, path: &str, text: Option<&str>) -> Option<Upstream> {
+        const EXPECTED: &str = "http://HOST:PORT, https://HOST:PORT or h2c://HOST:PORT";
         let Some(text) = text else {
-            self.problem(path, "missing", "http://HOST:PORT or https://HOST:PORT");
+            self.problem(path, "missing", EXPECTED);
             return None;
         };
         let bad = |v: &mut Self, why: &str| {
-            v.problem(
-                path,
-                format!("{text:?} {why}"),
-                "http://HOST:PORT or https://HOST:PORT",
-            );
+            v.problem(path, format!("{text:?} {why}"), EXPECTED);
             None
         };
         let Ok(uri) = text.parse::<http::Uri>() else {
             return bad(self, "is not a URL");
         };
-        let https = match uri.scheme_str() {
-            Some("http") => false,
-            Some("https") => true,
-            _ => return bad(self, "is not an http or https URL"),
+        let (https, http2) = match uri.scheme_str() {
+            Some("http") => (false, false),
+            Some("https") => (true, false),
+            Some("h2c") => (false, true),
+            _ => return bad(self, "is not an http, https or h2c URL"),
         };
         let Some(authority) = uri.authority().cloned() else {
             return bad(self, "has no host");
@@ -220,9 +223,35 @@ impl Validator<'_> {
         };
         Some(Upstream {
             https,
+            http2,
             authority,
             host,
         })
+    }
+
+    /// `forward.protocol`: `http2` turns an https upstream into HTTP/2 over
+    /// TLS; `h2c://` is HTTP/2 whatever it says, so only `http2` fits it.
+    fn protocol(&mut self, path: &str, text: Option<&str>, up: &mut Upstream) {
+        let h2c = up.http2;
+        match (text, up.https, h2c) {
+            (None, ..) => {}
+            (Some("http1"), _, false) => {}
+            (Some("http2"), true, _) => up.http2 = true,
+            (Some("http2"), false, true) => {}
+            (Some("http2"), false, false) => self.problem(
+                path,
+                "http2 needs an https:// upstream (ALPN h2)",
+                "http1, an https:// upstream, or h2c://HOST:PORT for cleartext HTTP/2",
+            ),
+            (Some("http1"), _, true) => self.problem(
+                path,
+                "an h2c:// upstream is always HTTP/2",
+                "http2 or no protocol, or an http:// upstream",
+            ),
+            (Some(other), ..) => {
+                self.problem(path, format!("unknown choice {other:?}"), "http1 or http2")
+            }
+        }
     }
 
     pub(super) fn auth(

@@ -3,6 +3,7 @@
 
 pub mod binary;
 pub mod gateway;
+pub mod grpc;
 pub mod introspection;
 pub mod issuer;
 pub mod raw;

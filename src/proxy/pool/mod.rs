@@ -38,6 +38,8 @@ use super::error::ForwardError;
 use super::request_body::{Progress, RequestBody};
 use super::retry::{closed_unanswered, resendable};
 
+pub mod h2;
+
 /// Idle connections kept per destination; beyond this the oldest close.
 const MAX_IDLE: usize = 256;
 /// Requests that may wait for a connection to one destination (as Envoy's
@@ -82,6 +84,25 @@ fn bare_host(authority: &Authority) -> &str {
         .host()
         .trim_start_matches('[')
         .trim_end_matches(']')
+}
+
+/// The name an upstream's TLS certificate must carry.
+fn server_name(authority: &Authority) -> Result<ServerName<'static>, String> {
+    let host = bare_host(authority);
+    match host.parse::<IpAddr>() {
+        Ok(ip) => Ok(ServerName::from(ip)),
+        Err(_) => ServerName::try_from(host.to_owned())
+            .map_err(|e| format!("{host}: not a TLS server name: {e}")),
+    }
+}
+
+/// A TCP connection to the upstream, Nagle off (requests are written whole).
+async fn dial(authority: &Authority, port: u16) -> Result<TcpStream, ForwardError> {
+    let tcp = TcpStream::connect((bare_host(authority), port))
+        .await
+        .map_err(|e| ForwardError::Unavailable(e.into()))?;
+    let _ = tcp.set_nodelay(true);
+    Ok(tcp)
 }
 
 fn abandoned() -> ForwardError {
@@ -150,9 +171,28 @@ impl std::fmt::Debug for Destination {
     }
 }
 
-/// A connection lent to one request; [`Lease::release`] returns it once the
-/// response has been read to its end.
-pub struct Lease {
+/// What a response holds of its upstream connection until its body ends:
+/// an HTTP/1.1 connection to give back, or an HTTP/2 stream's place.
+pub enum Lease {
+    /// See [`Http1Lease`].
+    Http1(Http1Lease),
+    /// Freed when dropped.
+    Http2(h2::Stream),
+}
+
+impl Lease {
+    /// The response has been read to its end.
+    pub fn release(self) {
+        match self {
+            Lease::Http1(lease) => lease.release(),
+            Lease::Http2(stream) => drop(stream),
+        }
+    }
+}
+
+/// An HTTP/1.1 connection lent to one request; [`Http1Lease::release`]
+/// returns it once the response has been read to its end.
+pub struct Http1Lease {
     sender: SendRequest<RequestBody>,
     home: Arc<Destination>,
     shard: usize,
@@ -160,7 +200,7 @@ pub struct Lease {
     body: Option<Arc<Progress>>,
 }
 
-impl Lease {
+impl Http1Lease {
     /// Puts the connection back for the next request, if the request's
     /// body has been sent whole too; otherwise the connection closes once
     /// hyper is done with it (a client trickling its body must not hold up
@@ -189,15 +229,7 @@ impl Destination {
         let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
         let tls = match tls {
             None => None,
-            Some(connector) => {
-                let host = bare_host(&authority);
-                let name = match host.parse::<IpAddr>() {
-                    Ok(ip) => ServerName::from(ip),
-                    Err(_) => ServerName::try_from(host.to_owned())
-                        .map_err(|e| format!("{host}: not a TLS server name: {e}"))?,
-                };
-                Some((connector, name))
-            }
+            Some(connector) => Some((connector, server_name(&authority)?)),
         };
         Ok(Self {
             authority,
@@ -221,7 +253,7 @@ impl Destination {
     pub async fn send(
         self: &Arc<Self>,
         req: Request<Incoming>,
-    ) -> Result<(Response<Incoming>, Lease), ForwardError> {
+    ) -> Result<(Response<Incoming>, Http1Lease), ForwardError> {
         let mut req = req.map(RequestBody::new);
         let body = req.body().progress();
         let shard = shard().min(self.shards.len() - 1);
@@ -255,7 +287,7 @@ impl Destination {
                 .flatten();
             match sender.try_send_request(req).await {
                 Ok(response) => {
-                    let lease = Lease {
+                    let lease = Http1Lease {
                         sender,
                         home: self.clone(),
                         shard,
@@ -404,10 +436,7 @@ impl Destination {
     ) -> Result<SendRequest<RequestBody>, ForwardError> {
         // Counted closed when the connection's driver ends, however it ends.
         let home = (self.clone(), shard);
-        let tcp = TcpStream::connect((bare_host(&self.authority), self.port))
-            .await
-            .map_err(|e| ForwardError::Unavailable(e.into()))?;
-        let _ = tcp.set_nodelay(true);
+        let tcp = dial(&self.authority, self.port).await?;
         match &self.tls {
             None => handshake(tcp, home).await,
             Some((connector, name)) => {
