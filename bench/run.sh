@@ -26,6 +26,7 @@
 #   ROUNDS=3 SECONDS_PER_RUN=10 CONNECTIONS=64 bash bench/run.sh
 #   SCENARIOS=reused TARGETS="nginx authgate" IDLE_CONNECTIONS=0 bash bench/run.sh
 #   RATES="1000 4000" RATE_SECONDS=20 bash bench/run.sh   # RATES= skips them
+#   GRPC_CALLS=0 bash bench/run.sh      # skips the gRPC rows (bench/grpc.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,6 +40,9 @@ SCENARIOS=${SCENARIOS:-reused distinct forged}
 TARGETS=${TARGETS:-direct nginx authgate nginx-tls authgate-tls}
 RATES=${RATES-2000 8000}
 RATE_SECONDS=${RATE_SECONDS:-10}
+GRPC_CALLS=${GRPC_CALLS:-200000}
+GRPC_CLIENTS=${GRPC_CLIENTS:-16}
+GRPC_STREAMS=${GRPC_STREAMS:-8}
 
 source bench/common.sh authgate-bench
 
@@ -257,6 +261,8 @@ for rate, target in sorted(runs, key=lambda k: (k[0], order.index(k[1]))):
     print(f"{rate:6d} {target:13} {med[0]:8.0f} {med[1]:7.2f} {med[2]:7.2f} {med[3]:7.2f} {added:>11} {vs_nginx:>10} {sum(x[4] for x in v):6d}")
 EOF
 fi
+
+[ "$GRPC_CALLS" -gt 0 ] && source bench/grpc.sh
 
 echo
 [ "$IDLE_CONNECTIONS" -gt 0 ] || exit 0

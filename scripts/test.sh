@@ -21,6 +21,8 @@ fi
 missing=()
 need cc || missing+=(build-essential)
 { need redis-server && need redis-cli; } || missing+=(redis-server)
+# the demo test runs the printed gRPC lines with curl (HTTP/2 built in)
+need curl || missing+=(curl)
 if [ ${#missing[@]} -gt 0 ]; then
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"

@@ -15,7 +15,7 @@ pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod config;
-pub(crate) mod demo;
+pub mod demo;
 pub(crate) mod descriptors;
 pub mod gateway;
 pub mod jwks;

@@ -106,6 +106,12 @@ routes:
     auth:
       issuers: [demo]
       scopes_all: [orders:read]
+  - name: echo-grpc
+    match: {{ path_prefix: /demo.Echo }}
+    upstream: "h2c://{echo_addr}"
+    auth:
+      issuers: [demo]
+      scopes_all: [orders:read]
 "#
     )
 }
@@ -121,7 +127,8 @@ fn banner(
     format!(
         r#"
 authgate demo is running (Ctrl-C stops everything)
-  gateway   http://{gw}      routes: /orders (scope orders:read), /tenants/{{tenant}}/orders, /health (public)
+  gateway   http://{gw}      routes: /orders (scope orders:read), /tenants/{{tenant}}/orders, /health (public),
+                                  /demo.Echo/* (gRPC over h2c, scope orders:read)
   issuer    http://{issuer_addr}      JWKS at /jwks.json, tokens at /token?sub=&scope=&ttl=&tenant=
   upstream  http://{echo_addr}      echoes back what it receives
   admin     http://{admin}      /healthz /readyz /metrics
@@ -143,6 +150,13 @@ curl -i -H "Authorization: Bearer $(curl -s 'http://{issuer_addr}/token?sub=alic
 
 # 403: tenant mismatch (token for acme, path for globex)
 curl -i -H "Authorization: Bearer $TOKEN" http://{gw}/tenants/globex/orders
+
+# gRPC: a unary call over HTTP/2 (h2c) to an echo service; the framed
+# message (field 1 = "hello") comes back, grpc-status 0 in the trailers
+printf '\0\0\0\0\7\n\5hello' | curl -s --http2-prior-knowledge -H 'content-type: application/grpc' -H 'te: trailers' -H "Authorization: Bearer $TOKEN" --data-binary @- http://{gw}/demo.Echo/Say | od -c
+
+# gRPC without a token: a trailers-only answer, grpc-status 16 (UNAUTHENTICATED)
+curl -si --http2-prior-knowledge -H 'content-type: application/grpc' --data-binary '' http://{gw}/demo.Echo/Say
 
 # metrics
 curl -s http://{admin}/metrics | grep authgate_

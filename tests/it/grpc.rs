@@ -599,3 +599,22 @@ async fn check_refuses_http2_on_http_and_http1_on_h2c() {
         assert!(text.contains(problem), "{text}");
     }
 }
+
+#[tokio::test]
+async fn a_websocket_upgrade_to_an_http2_upstream_is_400_and_never_sent() {
+    let up = GrpcUpstream::spawn().await;
+    let gw = TestGateway::start(&public(&up.h2c_url())).await;
+    let r = reqwest::Client::new()
+        .get(format!("{}/chat", gw.url))
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("HTTP/2"), "{body}");
+    assert!(up.seen().is_empty());
+}

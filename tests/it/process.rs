@@ -287,6 +287,20 @@ async fn the_demo_works_end_to_end() {
         metrics.contains(r#"authgate_auth_failures_total{route="orders",reason="expired"} 1"#),
         "{metrics}"
     );
+    // The printed gRPC lines, run as printed (curl from Debian's packages).
+    let run = |prefix: &str| {
+        let line = lines.iter().find(|l| l.starts_with(prefix)).unwrap();
+        let out = std::process::Command::new("bash")
+            .args(["-c", line])
+            .env("TOKEN", &token)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let echoed = run("printf ");
+    assert!(echoed.contains(r"h   e   l   l   o"), "{echoed}");
+    let refused = run("curl -si --http2-prior-knowledge");
+    assert!(refused.contains("grpc-status: 16"), "{refused}");
     signal(&child, "INT");
     let status = wait_exit(&mut child).await;
     let mut err = String::new();
