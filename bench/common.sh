@@ -28,6 +28,12 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
+# server.max_connections for the benchmark gateways: 20,000, or what the
+# hard descriptor limit leaves room for (check refuses more; CONTRACT §8.1b).
+HARD_NOFILE=$(ulimit -Hn)
+[ "$HARD_NOFILE" = unlimited ] && HARD_NOFILE=1048576
+GATE_MAX_CONNECTIONS=$(( HARD_NOFILE - 2000 < 20000 ? HARD_NOFILE - 2000 : 20000 ))
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # start_upstream PORT: nginx on PORT answering every request 200 "ok", with

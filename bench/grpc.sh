@@ -31,14 +31,14 @@ http {
     upstream grpc_app { server 127.0.0.1:$GRPC_UP; keepalive 128; }
     server {
         listen 127.0.0.1:$GRPC_NGINX http2;
-        http2_max_requests 1000000; keepalive_requests 1000000;
+        keepalive_requests 1000000;
         location / { grpc_pass grpc://grpc_app; }
     }
 }
 EOF
 "$NGINX" -c "$WORK/nginx-grpc.conf"
 cat >"$WORK/gate-grpc.yaml" <<EOF
-server: { listen: "127.0.0.1:$GRPC_GATE", max_connections: 20000 }
+server: { listen: "127.0.0.1:$GRPC_GATE", max_connections: $GATE_MAX_CONNECTIONS }
 admin: { listen: "127.0.0.1:$GRPC_ADMIN" }
 issuers:
   idp: { issuer: "https://idp.bench", jwks_file: jwks.json, algorithms: [RS256], audiences: [api] }

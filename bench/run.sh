@@ -87,8 +87,8 @@ nginx_conf proxy "server { listen 127.0.0.1:$NGINX_PLAIN; keepalive_requests 100
     server { listen 127.0.0.1:$NGINX_TLS ssl; ssl_certificate $WORK/cert.pem; ssl_certificate_key $WORK/key.pem; keepalive_requests 1000000; $PROXY_LOCATION }"
 
 # One gateway process per transport, so each one's CPU is its own.
-gateway_yaml "$WORK/gate-plain.yaml" "$GATE_PLAIN" "$ADMIN_PLAIN" "$UPSTREAM" "  max_connections: 20000"
-gateway_yaml "$WORK/gate-tls.yaml" "$GATE_TLS" "$ADMIN_TLS" "$UPSTREAM" "  max_connections: 20000
+gateway_yaml "$WORK/gate-plain.yaml" "$GATE_PLAIN" "$ADMIN_PLAIN" "$UPSTREAM" "  max_connections: $GATE_MAX_CONNECTIONS"
+gateway_yaml "$WORK/gate-tls.yaml" "$GATE_TLS" "$ADMIN_TLS" "$UPSTREAM" "  max_connections: $GATE_MAX_CONNECTIONS
   tls: { cert_file: cert.pem, key_file: key.pem }"
 start_gateways() { # (re)starts both gateways: an empty verified-token cache
     for t in plain tls; do

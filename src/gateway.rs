@@ -133,7 +133,7 @@ impl Gateway {
             metrics: &self.metrics,
         };
         let log = accounted.log.as_mut().expect("set just above");
-        let response = proxy_request(&runtime, req, client, log).await;
+        let response = proxy_request(&runtime, req, client, grpc, log).await;
         accounted.finish(response.status());
         match grpc {
             true => response::grpc::trailers_only(response),
@@ -172,10 +172,13 @@ impl Drop for Accounted<'_> {
 
 /// The request path: normalise, route, authenticate, rewrite, forward.
 /// Each step answers the request itself only by returning a refusal.
+/// `grpc`: the request is a gRPC call (its deadline applies, and an
+/// HTTP/1.1 client gets the status trailers).
 async fn proxy_request(
     rt: &Runtime,
     req: Request<Incoming>,
     client: ClientInfo,
+    grpc: bool,
     log: &mut AccessLog,
 ) -> Response<Body> {
     let (mut parts, body) = req.into_parts();
@@ -207,14 +210,14 @@ async fn proxy_request(
     parts.uri = uri;
     rewrite(rt, route, &identity, client, host.as_ref(), &mut parts);
     // CONTRACT §8.2: a gRPC client's deadline lowers the route's timeout.
-    let (timeout, deadline) = match response::grpc::timeout(&parts.headers) {
-        Err(()) => return response::bad_request(&"grpc-timeout is malformed"),
-        Ok(Some(d)) if d < route.config.forward.timeout => (d, true),
-        Ok(_) => (route.config.forward.timeout, false),
+    let (timeout, deadline) = match grpc.then(|| response::grpc::timeout(&parts.headers)) {
+        Some(Err(())) => return response::bad_request(&"grpc-timeout is malformed"),
+        Some(Ok(Some(d))) if d < route.config.forward.timeout => (d, true),
+        _ => (route.config.forward.timeout, false),
     };
     let req = Request::from_parts(parts, body);
     match rt.forwarder.forward(route.index, timeout, req).await {
-        Ok(mut response) if client_version < Version::HTTP_2 => {
+        Ok(mut response) if grpc && client_version < Version::HTTP_2 => {
             rewrite::declare_grpc_trailers(response.headers_mut());
             response
         }
