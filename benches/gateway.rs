@@ -182,7 +182,7 @@ fn rewrite(c: &mut Criterion) {
                         identity: &identity,
                         client: client.clone(),
                         forwarded_host: Some(HeaderValue::from_static("api.example.com")),
-                        upstream_host: &route.upstream.host,
+                        upstream_host: &route.upstream.as_ref().unwrap().host,
                     },
                 );
                 headers

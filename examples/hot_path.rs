@@ -114,7 +114,7 @@ async fn one(rt: &Runtime, incoming: &HeaderMap, client: &ClientInfo) -> bool {
             identity: &ids,
             client: client.clone(),
             forwarded_host: host.as_ref().map(routing::RequestHost::header),
-            upstream_host: &route.config.upstream.host,
+            upstream_host: &route.config.upstream.as_ref().unwrap().host,
         },
     );
     black_box(headers.len()) > 0

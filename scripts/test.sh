@@ -21,14 +21,16 @@ fi
 missing=()
 need cc || missing+=(build-essential)
 { need redis-server && need redis-cli; } || missing+=(redis-server)
-# the demo test runs the printed gRPC lines with curl (HTTP/2 built in)
+# the demo test runs the printed gRPC lines with curl (HTTP/2 built in); the
+# decision-mode tests put a real nginx (auth_request) in front of authgate
 need curl || missing+=(curl)
+{ need nginx || [ -x /usr/sbin/nginx ]; } || missing+=(nginx)
 if [ ${#missing[@]} -gt 0 ]; then
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi
-# The tests start their own redis-server on free ports; the one the Debian
-# package may have started is not used.
+# The tests start their own redis-server and nginx on free ports; the ones
+# the Debian packages may have started are not used.
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

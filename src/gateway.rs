@@ -190,19 +190,11 @@ async fn proxy_request(
         Ok(found) => found,
         Err(e) => return response::bad_request(&e),
     };
-    let target = Target {
-        method: &parts.method,
-        host: host.as_ref().map(RequestHost::host),
-        path: &path,
-    };
-    let Some((route, params)) = rt.routes.find(target) else {
-        return response::no_route();
-    };
-    log.route = Some(Name(route.config.name.clone()));
-    let identity = match rt.auth.admit(route, &params, &parts, log).await {
-        Ok(identity) => identity,
-        Err(failure) => return response::refuse(failure.refusal()),
-    };
+    let (route, identity) =
+        match judge(rt, &parts, &path, host.as_ref(), Listener::Proxy, log).await {
+            Ok(admitted) => admitted,
+            Err(refused) => return refused,
+        };
     let uri = match forward::upstream_uri(&path, parts.uri.query()) {
         Ok(uri) => uri,
         Err(e) => return response::refuse(e.refusal()),
@@ -234,9 +226,51 @@ async fn proxy_request(
     }
 }
 
+/// Which listener asks: the proxy's table never matches a decision-only
+/// route (one without `upstream`); the decision listener matches every route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Listener {
+    Proxy,
+    Decisions,
+}
+
+/// Routes and authenticates a normalised request: its route and who is
+/// calling, or the answer refusing it (the proxy's 404 becomes the decision
+/// listener's 403). Shared by the proxy and the decision listener, so both
+/// judge a request exactly alike.
+pub(crate) async fn judge<'r>(
+    rt: &'r Runtime,
+    parts: &http::request::Parts,
+    path: &str,
+    host: Option<&RequestHost>,
+    listener: Listener,
+    log: &mut AccessLog,
+) -> Result<(&'r Route, Identity), Response<Body>> {
+    let target = Target {
+        method: &parts.method,
+        host: host.map(RequestHost::host),
+        path,
+    };
+    let found = match listener {
+        Listener::Proxy => rt.routes.find(target),
+        Listener::Decisions => rt.routes.find_any(target),
+    };
+    let Some((route, params)) = found else {
+        return Err(match listener {
+            Listener::Proxy => response::no_route(),
+            Listener::Decisions => response::forbidden("no route matches this request"),
+        });
+    };
+    log.route = Some(Name(route.config.name.clone()));
+    match rt.auth.admit(route, &params, parts, log).await {
+        Ok(identity) => Ok((route, identity)),
+        Err(failure) => Err(response::refuse(failure.refusal())),
+    }
+}
+
 /// Why a request cannot be routed (400).
 #[derive(Debug, thiserror::Error)]
-enum Unroutable {
+pub(crate) enum Unroutable {
     #[error(transparent)]
     Path(#[from] routing::BadPath),
     #[error(transparent)]
@@ -245,7 +279,7 @@ enum Unroutable {
 
 /// The request's normalised path (borrowed when already normal) and
 /// validated host.
-fn normalise(
+pub(crate) fn normalise(
     parts: &http::request::Parts,
 ) -> Result<(std::borrow::Cow<'_, str>, Option<RequestHost>), Unroutable> {
     let path = routing::normalise(parts.uri.path())?;
@@ -267,6 +301,11 @@ fn rewrite(
         RouteAuth::Protected(policy) => &policy.token_from,
     };
     parts.version = Version::HTTP_11;
+    // A decision-only route never reaches here (the proxy does not match it).
+    let Some(upstream) = &route.config.upstream else {
+        return;
+    };
+    let upstream_host = &upstream.host;
     rewrite::rewrite_request(
         &mut parts.headers,
         Rewrite {
@@ -276,7 +315,7 @@ fn rewrite(
             identity,
             client,
             forwarded_host: host.map(RequestHost::header),
-            upstream_host: &route.config.upstream.host,
+            upstream_host,
         },
     );
 }

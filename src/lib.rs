@@ -15,6 +15,7 @@ pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub(crate) mod decisions;
 pub mod demo;
 pub(crate) mod descriptors;
 pub mod gateway;

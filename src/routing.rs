@@ -173,8 +173,23 @@ impl RouteTable {
         table
     }
 
-    /// The first route matching `target`, with its template parameters.
+    /// The first route with an upstream matching `target`, with its
+    /// template parameters: what the proxy listener serves.
     pub fn find<'p>(&self, target: Target<'p>) -> Option<(&Route, Params<'p>)> {
+        self.find_where(target, true)
+    }
+
+    /// The first route matching `target`, decision-only routes included:
+    /// what the decision listener judges by.
+    pub fn find_any<'p>(&self, target: Target<'p>) -> Option<(&Route, Params<'p>)> {
+        self.find_where(target, false)
+    }
+
+    fn find_where<'p>(
+        &self,
+        target: Target<'p>,
+        with_upstream: bool,
+    ) -> Option<(&Route, Params<'p>)> {
         let first = target.path[1..].split('/').next().unwrap_or("");
         let indexed = self
             .by_first_segment
@@ -195,6 +210,9 @@ impl RouteTable {
                 (None, None) => return None,
             };
             let route = &self.routes[*i?];
+            if with_upstream && route.config.upstream.is_none() {
+                continue;
+            }
             if let Some(params) = route.matches(target) {
                 return Some((route, params));
             }

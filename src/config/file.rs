@@ -49,6 +49,15 @@ pub struct TopFile {
     pub issuers: Option<serde_yaml_ng::Value>,
     pub revocation: Option<serde_yaml_ng::Value>,
     pub routes: Option<serde_yaml_ng::Value>,
+    pub decisions: Option<serde_yaml_ng::Value>,
+}
+
+/// `decisions:` (decision mode, CONTRACT §8.3)
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionsFile {
+    pub listen: Option<String>,
+    pub trusted_proxies: Option<Vec<String>>,
 }
 
 /// One entry of `issuers:`.

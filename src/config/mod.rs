@@ -125,6 +125,70 @@ pub struct Config {
     pub revocation: RevocationConfig,
     /// `routes:`, in file order (first match wins).
     pub routes: Vec<RouteConfig>,
+    /// `decisions:`: the decision listener, when there is one.
+    pub decisions: Option<DecisionsConfig>,
+    /// Whether the proxy listener runs: `server:` may be left out when
+    /// `decisions:` is there, and then only the decision listener serves.
+    pub proxy: bool,
+}
+
+/// `decisions:`
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecisionsConfig {
+    /// Address of the decision listener.
+    pub listen: SocketAddr,
+    /// Peers allowed to ask (default: loopback only).
+    pub trusted_proxies: Vec<Cidr>,
+}
+
+/// An address range, `10.0.0.0/8` or `::1/128`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    /// The network address.
+    pub addr: std::net::IpAddr,
+    /// Prefix length in bits.
+    pub prefix: u8,
+}
+
+impl Cidr {
+    /// Parses `a.b.c.d/n`, `x::y/n`, or a bare address (a single host).
+    pub fn parse(text: &str) -> Option<Self> {
+        let (addr, prefix) = match text.split_once('/') {
+            Some((a, p)) => (a.parse().ok()?, Some(p.parse::<u8>().ok()?)),
+            None => (text.parse().ok()?, None),
+        };
+        let max = match addr {
+            std::net::IpAddr::V4(_) => 32,
+            std::net::IpAddr::V6(_) => 128,
+        };
+        let prefix = prefix.unwrap_or(max);
+        (prefix <= max).then_some(Self { addr, prefix })
+    }
+
+    /// Whether `ip` is in this range (an IPv4-mapped IPv6 peer counts as
+    /// its IPv4 address).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
 }
 
 /// `server:`
@@ -376,8 +440,9 @@ pub struct RouteConfig {
     pub path: PathMatch,
     /// Methods to match; `None` matches any.
     pub methods: Option<Vec<Method>>,
-    /// Where matching requests go.
-    pub upstream: Upstream,
+    /// Where matching requests go; `None` for a decision-only route
+    /// (CONTRACT §8.3), which the proxy listener never matches.
+    pub upstream: Option<Upstream>,
     /// Authentication.
     pub auth: RouteAuth,
     /// What is sent upstream.

@@ -24,7 +24,8 @@ use crate::config::{ConfigProblem, RouteConfig};
 #[derive(Debug)]
 pub struct Forwarder {
     destinations: Vec<(Key, Upstream)>,
-    by_route: Vec<usize>,
+    /// Per route, its destination; `None` for decision-only routes.
+    by_route: Vec<Option<usize>>,
 }
 
 /// A destination's connections: HTTP/1.1 (pooled one request at a time)
@@ -62,28 +63,32 @@ impl Forwarder {
         let mut by_route = Vec::with_capacity(routes.len());
         for (i, route) in routes.iter().enumerate() {
             let f = &route.forward;
+            let Some(up) = &route.upstream else {
+                by_route.push(None);
+                continue;
+            };
             let key: Key = (
-                route.upstream.https,
-                route.upstream.http2,
-                route.upstream.authority.clone(),
+                up.https,
+                up.http2,
+                up.authority.clone(),
                 f.ca_file.clone(),
                 f.connect_timeout,
                 f.max_connections,
             );
             if let Some(index) = destinations.iter().position(|(k, _)| *k == key) {
-                by_route.push(index);
+                by_route.push(Some(index));
                 continue;
             }
             let kept = previous
-                .filter(|_| !route.upstream.https)
+                .filter(|_| !up.https)
                 .and_then(|p| p.destinations.iter().find(|(k, _)| *k == key))
                 .map(|(_, d)| d.clone());
             let destination = match kept {
                 Some(d) => d,
-                None => destination(route, i, &mut connectors, workers)?,
+                None => destination(up, f, i, &mut connectors, workers)?,
             };
             destinations.push((key, destination));
-            by_route.push(destinations.len() - 1);
+            by_route.push(Some(destinations.len() - 1));
         }
         Ok(Self {
             destinations,
@@ -100,7 +105,11 @@ impl Forwarder {
         mut req: Request<Incoming>,
     ) -> Result<Response<Body>, ForwardError> {
         let upgrade = take_upgrade(&mut req);
-        let sent = match &self.destinations[self.by_route[route]].1 {
+        // The proxy's route table never matches a decision-only route.
+        let Some(index) = self.by_route[route] else {
+            return Err(ForwardError::BadRequest);
+        };
+        let sent = match &self.destinations[index].1 {
             Upstream::Http1(d) => tokio::time::timeout(timeout, d.send(req))
                 .await
                 .map(|r| r.map(|(response, lease)| (response, Lease::Http1(lease)))),
@@ -147,13 +156,12 @@ type Connectors = Vec<((Option<PathBuf>, bool), TlsConnector)>;
 
 /// A new destination for route number `i`.
 fn destination(
-    route: &RouteConfig,
+    up: &crate::config::Upstream,
+    f: &crate::config::ForwardConfig,
     i: usize,
     connectors: &mut Connectors,
     workers: usize,
 ) -> Result<Upstream, ConfigProblem> {
-    let f = &route.forward;
-    let up = &route.upstream;
     let which = (f.ca_file.clone(), up.http2);
     let tls = if !up.https {
         None

@@ -73,18 +73,36 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
 /// a public route must not forward a client's `X-User` when another route
 /// sets `X-User` from a claim, since the same upstream may serve both.
 #[derive(Debug, Default, Clone)]
-pub struct IdentityNames(Box<[HeaderName]>);
+pub struct IdentityNames {
+    /// The names outside the `x-auth-` prefix (the prefix covers the rest).
+    outside_prefix: Box<[HeaderName]>,
+    /// Every name, for a proxy told which headers to remove (Envoy).
+    all: Box<[HeaderName]>,
+}
 
 impl IdentityNames {
     /// The union of `names`: every route's `forward.headers` names.
-    pub fn new<'a>(all: impl IntoIterator<Item = &'a HeaderName>) -> Self {
-        let mut names: Vec<HeaderName> = Vec::new();
-        for name in all {
-            if !name.as_str().starts_with(IDENTITY_PREFIX) && !names.contains(name) {
-                names.push(name.clone());
+    pub fn new<'a>(names: impl IntoIterator<Item = &'a HeaderName>) -> Self {
+        let mut all: Vec<HeaderName> = Vec::new();
+        for name in names {
+            if !all.contains(name) {
+                all.push(name.clone());
             }
         }
-        Self(names.into())
+        let outside_prefix = all
+            .iter()
+            .filter(|n| !n.as_str().starts_with(IDENTITY_PREFIX))
+            .cloned()
+            .collect();
+        Self {
+            outside_prefix,
+            all: all.into(),
+        }
+    }
+
+    /// Every identity header name of the config.
+    pub fn all(&self) -> &[HeaderName] {
+        &self.all
     }
 
     /// True when a client header called `name` could be read upstream as an
@@ -97,7 +115,7 @@ impl IdentityNames {
         if name.len() >= prefix.len() && same_spelling(&name[..prefix.len()], prefix) {
             return true;
         }
-        self.0
+        self.outside_prefix
             .iter()
             .any(|n| n.as_str().len() == name.len() && same_spelling(name, n.as_str().as_bytes()))
     }
@@ -116,7 +134,7 @@ mod tests {
 
     #[test]
     fn identity_names_cover_every_spelling_of_the_prefix_and_the_configured_names() {
-        let names = IdentityNames(vec![HeaderName::from_static("x-user")].into());
+        let names = IdentityNames::new(&[HeaderName::from_static("x-user")]);
         for spoof in [
             "x-auth-subject",
             "x_auth_subject",

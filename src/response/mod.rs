@@ -57,6 +57,16 @@ pub fn no_route() -> Response<Body> {
     ))
 }
 
+/// 403 `forbidden` (the decision listener: no route, or a peer that may
+/// not ask).
+pub fn forbidden(description: &str) -> Response<Body> {
+    refuse(Refusal::new(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        description,
+    ))
+}
+
 /// A small JSON answer (`body` already JSON), never cached.
 pub fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     let mut response = Response::new(Body::full(body));

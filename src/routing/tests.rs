@@ -16,12 +16,12 @@ fn route(
         host: host.map(str::to_owned),
         path,
         methods,
-        upstream: Upstream {
+        upstream: Some(Upstream {
             https: false,
             http2: false,
             authority: "127.0.0.1:1".parse().unwrap(),
             host: http::HeaderValue::from_static("127.0.0.1:1"),
-        },
+        }),
         auth: RouteAuth::Public,
         forward: ForwardConfig {
             headers: vec![],

@@ -42,13 +42,17 @@ pub enum StartError {
 pub struct Running {
     /// The gateway (for reloads and inspection).
     pub gateway: Arc<Gateway>,
-    /// Where the proxy listens.
+    /// Where the proxy listens (`0.0.0.0:0` when the config has only a
+    /// decision listener).
     pub proxy_addr: SocketAddr,
     /// Where the admin listener listens.
     pub admin_addr: SocketAddr,
+    /// Where the decision listener listens, when the config has one.
+    pub decisions_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
-    proxy: JoinHandle<()>,
+    proxy: Option<JoinHandle<()>>,
     admin: JoinHandle<()>,
+    decisions: Option<JoinHandle<()>>,
 }
 
 impl Running {
@@ -59,37 +63,35 @@ impl Running {
             Err(e) => tracing::warn!(error = %e, "cannot raise the file descriptor limit"),
         }
         let metrics = Arc::new(Metrics::new());
-        let proxy_listen = config.server.listen;
+        let proxy_listen = config.proxy.then_some(config.server.listen);
         let admin_listen = config.admin.listen;
+        let decisions_listen = config.decisions.as_ref().map(|d| d.listen);
         let runtime = Runtime::build(config, None, &metrics)?;
-        let bind = |addr: SocketAddr| async move {
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| StartError::Bind { addr, source })
-        };
         let proxy = bind(proxy_listen).await?;
-        let admin = bind(admin_listen).await?;
-        let proxy_addr = proxy.local_addr().map_err(|source| StartError::Bind {
-            addr: proxy_listen,
-            source,
-        })?;
-        let admin_addr = admin.local_addr().map_err(|source| StartError::Bind {
-            addr: admin_listen,
-            source,
-        })?;
+        let decisions = bind(decisions_listen).await?;
+        let (admin, admin_addr) = bind_one(admin_listen).await?;
+        let addr = |l: &Option<(TcpListener, SocketAddr)>| l.as_ref().map(|(_, a)| *a);
+        let proxy_addr = addr(&proxy).unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let decisions_addr = addr(&decisions);
         runtime.start_background();
         let gateway = Arc::new(Gateway::new(runtime, metrics));
         let (stop, stopped) = watch::channel(false);
-        let proxy = tokio::spawn(listener::accept_loop(gateway.clone(), proxy, stopped));
+        let proxy = proxy.map(|(listener, _)| {
+            tokio::spawn(listener::accept_loop(gateway.clone(), listener, stopped))
+        });
+        let decisions = decisions
+            .map(|(listener, _)| tokio::spawn(crate::decisions::listen(gateway.clone(), listener)));
         let admin = tokio::spawn(crate::admin::listen(gateway.clone(), admin));
-        tracing::info!(proxy = %proxy_addr, admin = %admin_addr, "authgate listening");
+        tracing::info!(proxy = %proxy_addr, admin = %admin_addr, decisions = ?decisions_addr, "authgate listening");
         Ok(Self {
             gateway,
             proxy_addr,
             admin_addr,
+            decisions_addr,
             stop,
             proxy,
             admin,
+            decisions,
         })
     }
 
@@ -98,8 +100,33 @@ impl Running {
     pub async fn shutdown(self) {
         self.gateway.start_draining();
         let _ = self.stop.send(true);
-        let _ = self.proxy.await;
-        // The admin listener answers (readyz: 503) until the drain is over.
+        if let Some(proxy) = self.proxy {
+            let _ = proxy.await;
+        }
+        // The admin and decision listeners answer (readyz: 503) until the
+        // drain is over.
         self.admin.abort();
+        if let Some(decisions) = self.decisions {
+            decisions.abort();
+        }
     }
+}
+
+/// Binds `addr`, if there is one to bind.
+async fn bind(addr: Option<SocketAddr>) -> Result<Option<(TcpListener, SocketAddr)>, StartError> {
+    match addr {
+        None => Ok(None),
+        Some(addr) => bind_one(addr).await.map(Some),
+    }
+}
+
+/// Binds `addr`; the listener and the address it got.
+async fn bind_one(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| StartError::Bind { addr, source })?;
+    Ok((listener, local))
 }

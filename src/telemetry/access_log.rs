@@ -25,6 +25,8 @@ pub struct AccessLog {
     pub reason: Option<&'static str>,
     /// SHA-256 of the token.
     pub token_digest: Option<[u8; 32]>,
+    /// `proxy` or `decisions`: which listener answered.
+    pub listener: &'static str,
 }
 
 thread_local! {
@@ -42,18 +44,21 @@ impl AccessLog {
             subject: None,
             reason: None,
             token_digest: None,
+            listener: "proxy",
         }
     }
 
     /// Counts the request and writes its line.
     pub fn finish(self, status: StatusCode, started: Instant, metrics: &Metrics) {
         let took = started.elapsed();
+        let decision = self.listener == "decisions";
         match &self.route {
-            Some(route) => metrics.request(route, status.as_u16(), took),
-            None => NO_ROUTE.with(|none| metrics.request(none, status.as_u16(), took)),
+            Some(route) => metrics.request(route, status.as_u16(), took, decision),
+            None => NO_ROUTE.with(|none| metrics.request(none, status.as_u16(), took, decision)),
         }
         tracing::info!(
             target: "authgate::access",
+            listener = self.listener,
             route = self.route.as_ref().map(|r| &*r.0),
             method = self.method.as_str(),
             path = self.uri.path(),

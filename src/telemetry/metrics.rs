@@ -69,6 +69,9 @@ pub struct Metrics {
     registry: Registry,
     /// `authgate_requests_total{route,status}`
     pub requests: Family<RouteStatus, Counter>,
+    /// `authgate_decisions_total{route,status}`: answers of the decision
+    /// listener (kept apart from the proxy's requests)
+    pub decisions: Family<RouteStatus, Counter>,
     /// `authgate_auth_failures_total{route,reason}`
     pub auth_failures: Family<RouteReason, Counter>,
     /// `authgate_request_duration_seconds`
@@ -111,6 +114,7 @@ impl Metrics {
         let mut m = Self {
             registry: Registry::with_prefix("authgate"),
             requests: Family::default(),
+            decisions: Family::default(),
             auth_failures: Family::default(),
             request_duration: Histogram::new(exponential_buckets(0.000_1, 2.0, 18)),
             auth_duration: Histogram::new(exponential_buckets(0.000_002, 2.0, 18)),
@@ -127,6 +131,11 @@ impl Metrics {
             "requests",
             "Requests answered, by route and status",
             m.requests.clone(),
+        );
+        r.register(
+            "decisions",
+            "Decisions answered by the decision listener, by route and status",
+            m.decisions.clone(),
         );
         r.register(
             "auth_failures",
@@ -189,9 +198,13 @@ impl Metrics {
         out
     }
 
-    /// Counts one answered request.
-    pub fn request(&self, route: &Name, status: u16, took: Duration) {
-        self.requests
+    /// Counts one answered request (`decision`: of the decision listener).
+    pub fn request(&self, route: &Name, status: u16, took: Duration, decision: bool) {
+        let family = match decision {
+            true => &self.decisions,
+            false => &self.requests,
+        };
+        family
             .get_or_create(&RouteStatus {
                 route: route.clone(),
                 status,

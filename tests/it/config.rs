@@ -55,7 +55,7 @@ fn unknown_keys_are_named_with_their_path() {
     );
     assert_eq!(
         problems("serverr: {}\n"),
-        ["serverr: unknown key (one of server, admin, issuers, revocation, routes)"]
+        ["serverr: unknown key (one of server, admin, issuers, revocation, routes, decisions)"]
     );
 }
 

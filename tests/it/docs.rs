@@ -21,6 +21,7 @@ const SECTIONS: &[(&str, &str)] = &[
         "issuers.NAME.introspection.",
     ),
     ("revocation: {zzz: 1}", "revocation."),
+    ("decisions: {zzz: 1}", "decisions."),
     ("routes: [{zzz: 1}]", "routes[]."),
     ("routes: [{match: {zzz: 1}}]", "routes[].match."),
     ("routes: [{auth: {zzz: 1}}]", "routes[].auth."),

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod config;
+mod decisions;
 mod deploy;
 mod docs;
 mod edge;

@@ -195,7 +195,7 @@ proptest! {
                 identity: &ours,
                 client: ClientInfo::new("10.0.0.1".parse().unwrap(), false),
                 forwarded_host: None,
-                upstream_host: &route.upstream.host,
+                upstream_host: &route.upstream.as_ref().unwrap().host,
             },
         );
         for (name, value) in &headers {

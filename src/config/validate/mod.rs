@@ -15,11 +15,12 @@ use serde::de::DeserializeOwned;
 use serde_yaml_ng::Value;
 
 use super::file::{
-    AdminFile, ForwardFile, IssuerFile, MatchFile, PolicyFile, RevocationFile, RouteFile,
-    ServerFile, TopFile,
+    AdminFile, DecisionsFile, ForwardFile, IssuerFile, MatchFile, PolicyFile, RevocationFile,
+    RouteFile, ServerFile, TopFile,
 };
 use super::*;
 
+mod decisions;
 mod forward;
 mod issuers;
 mod revocation;
@@ -76,11 +77,13 @@ pub fn validate(
         .as_ref()
         .and_then(|s| s.get("max_connections"))
         .is_some();
-    let server = v.server(top.server);
+    let proxy = top.server.is_some() || top.decisions.is_none();
+    let decisions = v.decisions(top.decisions);
     let admin = v.admin(top.admin);
     let issuers = v.issuers(top.issuers);
     let revocation = v.revocation(top.revocation);
-    let routes = v.routes(top.routes, &issuers);
+    let server = v.server(top.server);
+    let routes = v.routes(top.routes, &issuers, decisions.is_some());
     let mut server = server?;
     let routes = routes?;
     v.check_limits(&mut server, &routes, explicit_max_connections);
@@ -92,6 +95,8 @@ pub fn validate(
             issuers: issuers.into_iter().map(Arc::new).collect(),
             revocation: revocation?,
             routes,
+            decisions,
+            proxy,
         },
         warnings,
     })

@@ -7,6 +7,7 @@ impl Validator<'_> {
         &mut self,
         value: Option<Value>,
         issuers: &[IssuerConfig],
+        decisions: bool,
     ) -> Option<Vec<RouteConfig>> {
         let list = match value {
             None | Some(Value::Null) => Vec::new(),
@@ -34,7 +35,7 @@ impl Validator<'_> {
                     );
                 }
             }
-            if let Some(route) = self.route(&path, f, issuers) {
+            if let Some(route) = self.route(&path, f, issuers, decisions) {
                 if let RouteAuth::Protected(p) = &route.auth {
                     for name in &p.issuers {
                         if let Some(iss) = issuers.iter().find(|i| &i.name == name) {
@@ -64,6 +65,7 @@ impl Validator<'_> {
         path: &str,
         f: RouteFile,
         issuers: &[IssuerConfig],
+        decisions: bool,
     ) -> Option<RouteConfig> {
         let name = match f.name {
             Some(n) if !n.is_empty() => n,
@@ -84,7 +86,13 @@ impl Validator<'_> {
             }
         };
         let (host, path_match, methods, params) = self.matcher(&join(path, "match"), m);
-        let mut upstream = self.upstream(&join(path, "upstream"), f.upstream.as_deref());
+        // CONTRACT §8.3: with a decision listener, a route without an
+        // upstream is decision-only.
+        let decision_only = decisions && f.upstream.is_none();
+        let mut upstream = match decision_only {
+            true => None,
+            false => self.upstream(&join(path, "upstream"), f.upstream.as_deref()),
+        };
         let auth = self.auth(&join(path, "auth"), f.auth, issuers, &params);
         let forward = f.forward.unwrap_or_default();
         let protocol = forward.protocol.clone();
@@ -108,7 +116,10 @@ impl Validator<'_> {
             host,
             path: path_match?,
             methods,
-            upstream: upstream?,
+            upstream: match decision_only {
+                true => None,
+                false => Some(upstream?),
+            },
             auth: auth?,
             forward,
         })
@@ -193,7 +204,11 @@ impl Validator<'_> {
     pub(super) fn upstream(&mut self, path: &str, text: Option<&str>) -> Option<Upstream> {
         const EXPECTED: &str = "http://HOST:PORT, https://HOST:PORT or h2c://HOST:PORT";
         let Some(text) = text else {
-            self.problem(path, "missing", EXPECTED);
+            self.problem(
+                path,
+                "missing (only routes of a config with decisions: may leave it out)",
+                EXPECTED,
+            );
             return None;
         };
         let bad = |v: &mut Self, why: &str| {

@@ -23,7 +23,8 @@ impl Validator<'_> {
     ) {
         let mut destinations: Vec<(&http::uri::Authority, usize)> = Vec::new();
         for route in routes {
-            let a = &route.upstream.authority;
+            let Some(up) = &route.upstream else { continue };
+            let a = &up.authority;
             match destinations.iter_mut().find(|(d, _)| *d == a) {
                 Some((_, n)) => *n = (*n).max(route.forward.max_connections),
                 None => destinations.push((a, route.forward.max_connections)),

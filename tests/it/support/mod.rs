@@ -6,6 +6,7 @@ pub mod gateway;
 pub mod grpc;
 pub mod introspection;
 pub mod issuer;
+pub mod nginx;
 pub mod raw;
 pub mod redis;
 pub mod tls;
