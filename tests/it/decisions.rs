@@ -473,3 +473,184 @@ fn decision_only_routes_need_a_decision_listener_and_server_may_be_left_out() {
         "{problems:?}"
     );
 }
+
+/// The identity header names (lower case) of `deploy/decisions/gateway.yaml`,
+/// which every recipe must overwrite.
+fn recipe_identity_names() -> Vec<String> {
+    let text = std::fs::read_to_string("deploy/decisions/gateway.yaml").unwrap();
+    let loaded = authgate::config::parse(&text, std::path::Path::new("."), &|_| None)
+        .unwrap_or_else(|p| panic!("deploy/decisions/gateway.yaml: {p:?}"));
+    assert!(
+        !loaded.config.proxy,
+        "the recipes' authgate has no proxy listener"
+    );
+    let listen = loaded.config.decisions.as_ref().unwrap().listen;
+    assert_eq!(listen.to_string(), "127.0.0.1:9902");
+    let mut names: Vec<String> = loaded
+        .config
+        .routes
+        .iter()
+        .flat_map(|r| r.forward.headers.iter().map(|(n, _)| n.as_str().to_owned()))
+        .collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), 4, "{names:?}");
+    names
+}
+
+fn yaml(path: &str) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap();
+    serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect()
+}
+
+fn lower(values: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut v: Vec<String> = values.into_iter().map(|s| s.to_lowercase()).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn the_traefik_and_caddy_recipes_strip_then_copy_every_identity_header() {
+    let names = recipe_identity_names();
+    let t = &yaml("deploy/decisions/traefik.yaml")[0]["http"];
+    let auth = &t["middlewares"]["authgate"]["forwardAuth"];
+    assert!(
+        auth["address"]
+            .as_str()
+            .unwrap()
+            .ends_with("/.authgate/x-forwarded")
+    );
+    assert_eq!(auth["trustForwardHeader"], false);
+    let copied = auth["authResponseHeaders"].as_array().unwrap();
+    assert_eq!(
+        lower(copied.iter().map(|v| v.as_str().unwrap().to_owned())),
+        names
+    );
+    let strip = t["middlewares"]["authgate-strip-identity"]["headers"]["customRequestHeaders"]
+        .as_object()
+        .unwrap();
+    assert_eq!(lower(strip.keys().cloned()), names);
+    assert!(strip.values().all(|v| v == ""));
+    let chain = &t["routers"]["orders"]["middlewares"];
+    assert_eq!(
+        chain,
+        &json!([
+            "authgate-strip-identity",
+            "authgate",
+            "authgate-strip-token"
+        ])
+    );
+
+    let caddy = std::fs::read_to_string("deploy/decisions/Caddyfile").unwrap();
+    assert!(caddy.contains("uri /.authgate/x-forwarded"));
+    let forward_auth = caddy.find("\tforward_auth ").unwrap();
+    let copy = caddy
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("copy_headers "))
+        .unwrap();
+    assert_eq!(lower(copy.split_whitespace().map(str::to_owned)), names);
+    for name in &names {
+        let strip = caddy
+            .to_lowercase()
+            .find(&format!("request_header -{name}\n"))
+            .unwrap_or_else(|| panic!("{name} is not removed"));
+        assert!(strip < forward_auth, "{name} removed after forward_auth");
+    }
+}
+
+/// The named filters of an Envoy bootstrap's first listener, in order.
+fn envoy_filters(doc: &Value) -> Vec<Value> {
+    doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        ["http_filters"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn the_envoy_and_istio_recipes_call_the_listener_as_it_expects() {
+    let names = recipe_identity_names();
+    let grpc = &yaml("deploy/decisions/envoy-grpc.yaml")[0];
+    let hcm =
+        &grpc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
+    assert_eq!(
+        hcm["common_http_protocol_options"]["headers_with_underscores_action"],
+        "REJECT_REQUEST"
+    );
+    let filters = envoy_filters(grpc);
+    let authz = &filters[0]["typed_config"];
+    assert_eq!(
+        authz["grpc_service"]["envoy_grpc"]["cluster_name"],
+        "authgate"
+    );
+    assert_eq!(authz["failure_mode_allow"], false);
+    let clusters = grpc["static_resources"]["clusters"].as_array().unwrap();
+    let authgate = clusters.iter().find(|c| c["name"] == "authgate").unwrap();
+    let options = &authgate["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"];
+    assert!(
+        options["explicit_http_config"]
+            .get("http2_protocol_options")
+            .is_some()
+    );
+
+    let http = &yaml("deploy/decisions/envoy-http.yaml")[0];
+    let filters = envoy_filters(http);
+    let kinds: Vec<&str> = filters
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "envoy.filters.http.header_mutation",
+            "envoy.filters.http.ext_authz",
+            "envoy.filters.http.header_mutation",
+            "envoy.filters.http.router"
+        ]
+    );
+    let removed = |f: &Value| {
+        lower(
+            f["typed_config"]["mutations"]["request_mutations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["remove"].as_str().unwrap().to_owned()),
+        )
+    };
+    assert_eq!(
+        removed(&filters[0]),
+        names,
+        "identity headers removed before"
+    );
+    assert_eq!(removed(&filters[2]), ["authorization"]);
+    let service = &filters[1]["typed_config"]["http_service"];
+    let copied = service["authorization_response"]["allowed_upstream_headers"]["patterns"]
+        .as_array()
+        .unwrap();
+    assert_eq!(
+        lower(
+            copied
+                .iter()
+                .map(|p| p["exact"].as_str().unwrap().to_owned())
+        ),
+        names
+    );
+    let clusters = http["static_resources"]["clusters"].as_array().unwrap();
+    let authgate = clusters.iter().find(|c| c["name"] == "authgate").unwrap();
+    assert!(
+        authgate.get("typed_extension_protocol_options").is_none(),
+        "the HTTP-mode cluster must speak HTTP/1.1"
+    );
+
+    let istio = yaml("deploy/decisions/istio.yaml");
+    let provider = &istio[0]["spec"]["meshConfig"]["extensionProviders"][0];
+    assert_eq!(provider["envoyExtAuthzGrpc"]["port"], 9902);
+    let policy = istio
+        .iter()
+        .find(|d| d["kind"] == "AuthorizationPolicy")
+        .unwrap();
+    assert_eq!(policy["spec"]["action"], "CUSTOM");
+    assert_eq!(policy["spec"]["provider"]["name"], provider["name"]);
+}

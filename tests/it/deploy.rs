@@ -92,7 +92,24 @@ fn the_kubernetes_sidecar_probes_and_ports_match_its_config() {
         .unwrap()
         .as_str()
         .unwrap();
-    assert!(mounts.iter().any(|m| m["mountPath"] == config_arg));
+    // The config's directory is mounted whole: a `subPath` mount never
+    // receives ConfigMap updates, and the hot reload would never happen.
+    let config_dir = Path::new(config_arg).parent().unwrap().to_str().unwrap();
+    let config_mount = mounts
+        .iter()
+        .find(|m| m["mountPath"] == config_dir)
+        .unwrap_or_else(|| panic!("{config_dir} is not a mount: {mounts:?}"));
+    assert!(
+        config_mount.get("subPath").is_none(),
+        "the config is mounted with subPath: ConfigMap updates never reach it"
+    );
+    let config_volume = config_mount["name"].as_str().unwrap();
+    assert!(
+        !mounts
+            .iter()
+            .any(|m| m["name"] == config_volume && m.get("subPath").is_some()),
+        "a subPath mount of the config volume"
+    );
     let cert = cfg["server"]["tls"]["cert_file"].as_str().unwrap();
     assert!(
         mounts
