@@ -27,6 +27,7 @@
 #   SCENARIOS=reused TARGETS="nginx authgate" IDLE_CONNECTIONS=0 bash bench/run.sh
 #   RATES="1000 4000" RATE_SECONDS=20 bash bench/run.sh   # RATES= skips them
 #   GRPC_CALLS=0 bash bench/run.sh      # skips the gRPC rows (bench/grpc.sh)
+#   DECISIONS=0 bash bench/run.sh       # skips the decision-mode rows (bench/decisions.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,6 +44,7 @@ RATE_SECONDS=${RATE_SECONDS:-10}
 GRPC_CALLS=${GRPC_CALLS:-200000}
 GRPC_CLIENTS=${GRPC_CLIENTS:-16}
 GRPC_STREAMS=${GRPC_STREAMS:-8}
+DECISIONS=${DECISIONS:-1}
 
 source bench/common.sh authgate-bench
 
@@ -263,6 +265,7 @@ EOF
 fi
 
 [ "$GRPC_CALLS" -gt 0 ] && source bench/grpc.sh
+[ "$DECISIONS" = 1 ] && source bench/decisions.sh
 
 echo
 [ "$IDLE_CONNECTIONS" -gt 0 ] || exit 0

@@ -77,6 +77,13 @@ pub async fn listen(gateway: Arc<Gateway>, listener: TcpListener) {
                 .http1()
                 .timer(TokioTimer::new())
                 .header_read_timeout(read_timeout);
+            // A connection that never sends a byte is closed after the same
+            // time (as on the admin listener).
+            let mut byte = [0u8; 1];
+            let first = tokio::time::timeout(read_timeout, tcp.peek(&mut byte)).await;
+            if !matches!(first, Ok(Ok(1..))) {
+                return;
+            }
             let _ = builder.serve_connection(TokioIo::new(tcp), service).await;
         });
     }
@@ -96,7 +103,12 @@ async fn answer(gateway: &Gateway, req: Request<Incoming>, peer: IpAddr) -> Answ
         .is_some_and(|d| d.trusted_proxies.iter().any(|c| c.contains(peer)));
     let response = if !trusted {
         log.reason = Some("untrusted_peer");
-        let refused = response::forbidden("this peer may not ask for decisions");
+        let mut refused = response::forbidden("this peer may not ask for decisions");
+        // One answer per connection: an untrusted peer cannot hold
+        // connections the proxies in front need.
+        refused
+            .headers_mut()
+            .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
         match grpc_check {
             true => response::grpc::trailers_only(refused),
             false => refused,

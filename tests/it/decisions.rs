@@ -295,6 +295,8 @@ async fn peers_outside_trusted_proxies_are_refused() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
+    // One answer and the connection closes: no pool of idle connections.
+    assert_eq!(r.headers()["connection"], "close");
     let body: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
     assert_eq!(body["error"], "forbidden");
     let mut client = AuthorizationClient::connect(s.decisions.clone())
