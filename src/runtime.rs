@@ -81,7 +81,12 @@ impl Runtime {
         let tls = match &config.server.tls {
             None => None,
             Some(t) => Some(
-                crate::tls::server_config(&t.cert_file, &t.key_file, t.client_ca_file.as_deref())
+                crate::tls::listener_config(
+                    &t.cert_file,
+                    &t.key_file,
+                    t.client_ca_file.as_deref(),
+                    t.client_cert_required,
+                )
                     .map_err(|e| ConfigProblem::new(&e.key, e.problem, e.expected))?,
             ),
         };

@@ -45,6 +45,18 @@ pub fn server_config(
     key_file: &Path,
     client_ca_file: Option<&Path>,
 ) -> Result<Arc<ServerConfig>, TlsError> {
+    listener_config(cert_file, key_file, client_ca_file, true)
+}
+
+/// As [`server_config`]; with a client CA, `client_required: false` lets
+/// clients without a certificate in (one that is sent is still verified:
+/// `server.tls.client_auth: optional`).
+pub fn listener_config(
+    cert_file: &Path,
+    key_file: &Path,
+    client_ca_file: Option<&Path>,
+    client_required: bool,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let certs = read_certs(cert_file, "server.tls.cert_file")?;
     let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| {
         TlsError::new(
@@ -73,7 +85,12 @@ pub fn server_config(
                     )
                 })?;
             }
-            let verifier = WebPkiClientVerifier::builder_with_provider(roots.into(), provider())
+            let verifier = WebPkiClientVerifier::builder_with_provider(roots.into(), provider());
+            let verifier = match client_required {
+                true => verifier,
+                false => verifier.allow_unauthenticated(),
+            };
+            let verifier = verifier
                 .build()
                 .map_err(|e| {
                     TlsError::new(

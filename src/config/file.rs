@@ -30,6 +30,8 @@ pub struct TlsFile {
     pub cert_file: String,
     pub key_file: String,
     pub client_ca_file: Option<String>,
+    /// `optional` or `required` (the default with `client_ca_file`).
+    pub client_auth: Option<String>,
 }
 
 /// `admin:`
@@ -81,6 +83,17 @@ pub struct IssuerFile {
     pub token_type: Option<String>,
     pub jwks_cache: Option<JwksCacheFile>,
     pub introspection: Option<IntrospectionFile>,
+    pub dpop: Option<DpopFile>,
+}
+
+/// `issuers.NAME.dpop:` (RFC 9449 proofs, CONTRACT §8.4)
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DpopFile {
+    pub algorithms: Option<Vec<String>>,
+    pub max_age: Option<String>,
+    pub nonce: Option<bool>,
+    pub nonce_secret_env: Option<String>,
 }
 
 /// `issuers.NAME.jwks_cache:`
@@ -154,6 +167,9 @@ pub struct PolicyFile {
     #[serde(default)]
     pub claims: BTreeMap<String, String>,
     pub token_from: Option<Vec<String>>,
+    /// `required` or `optional` (default): tokens bound to a key (DPoP,
+    /// certificate) only.
+    pub sender_constrained: Option<String>,
 }
 
 /// `routes[i].forward:`
@@ -173,4 +189,6 @@ pub struct ForwardFile {
     /// `http1` (default) or `http2` (https upstreams only; `h2c://` is
     /// always HTTP/2).
     pub protocol: Option<String>,
+    /// Send the verified client certificate as RFC 9440 `Client-Cert`.
+    pub client_cert: Option<bool>,
 }

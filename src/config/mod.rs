@@ -222,6 +222,9 @@ pub struct TlsConfig {
     pub key_file: PathBuf,
     /// PEM CA bundle: when set, client certificates are requested and verified.
     pub client_ca_file: Option<PathBuf>,
+    /// With `client_ca_file`: a client certificate is required (the
+    /// default) or only verified when sent.
+    pub client_cert_required: bool,
 }
 
 /// `admin:`
@@ -313,7 +316,24 @@ pub struct IssuerConfig {
     pub jwks_cache: JwksCacheConfig,
     /// RFC 7662 introspection for opaque tokens.
     pub introspection: Option<IntrospectionConfig>,
+    /// How DPoP proofs for this issuer's tokens are checked.
+    pub dpop: DpopConfig,
 }
+
+/// `issuers.NAME.dpop` (RFC 9449).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DpopConfig {
+    /// Asymmetric algorithms a proof may use.
+    pub algorithms: Vec<Algorithm>,
+    /// How old a proof's `iat` may be (the issuer's leeway added).
+    pub max_age: Duration,
+    /// Proofs must carry a server nonce.
+    pub nonce: bool,
+    /// The nonce key: shared by replicas (`nonce_secret_env`) or random
+    /// per process.
+    pub nonce_secret: Secret,
+}
+
 
 /// `revocation.store`
 #[derive(Debug, Clone, PartialEq)]
@@ -398,6 +418,9 @@ pub struct Policy {
     pub claims: Vec<(String, ClaimValue)>,
     /// Where the token may come from.
     pub token_from: Vec<TokenSource>,
+    /// `auth.sender_constrained: required`: only tokens bound to the
+    /// sender's key (DPoP or a client certificate) pass.
+    pub sender_constrained: bool,
 }
 
 /// `routes[i].auth`
@@ -427,6 +450,8 @@ pub struct ForwardConfig {
     pub ca_file: Option<PathBuf>,
     /// Most connections open to this route's destination (per process).
     pub max_connections: usize,
+    /// Send the verified client certificate upstream (RFC 9440).
+    pub client_cert: bool,
 }
 
 /// One entry of `routes:`.

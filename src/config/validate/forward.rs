@@ -44,6 +44,7 @@ impl Validator<'_> {
             }
         };
         ForwardConfig {
+            client_cert: f.client_cert.unwrap_or(false),
             headers,
             keep_authorization,
             timeout: self.duration(

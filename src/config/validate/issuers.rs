@@ -97,6 +97,7 @@ impl Validator<'_> {
             token_type: f.token_type.map(|t| normalise_typ(&t)),
             jwks_cache,
             introspection,
+            dpop: self.dpop(path, f.dpop),
         })
     }
 

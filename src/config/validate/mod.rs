@@ -15,12 +15,13 @@ use serde::de::DeserializeOwned;
 use serde_yaml_ng::Value;
 
 use super::file::{
-    AdminFile, DecisionsFile, ForwardFile, IssuerFile, MatchFile, PolicyFile, RevocationFile,
+    AdminFile, DecisionsFile, DpopFile, ForwardFile, IssuerFile, MatchFile, PolicyFile, RevocationFile,
     RouteFile, ServerFile, TopFile,
 };
 use super::*;
 
 mod decisions;
+mod dpop;
 mod forward;
 mod issuers;
 mod revocation;
@@ -281,7 +282,7 @@ pub fn max_duration(key: &str) -> Duration {
     Duration::from_secs(match key {
         "leeway" => super::MAX_LEEWAY.as_secs(),
         "header_read_timeout" | "connect_timeout" | "store_grace" => 5 * M,
-        "min_refresh_interval" | "drain_timeout" | "timeout" => H,
+        "min_refresh_interval" | "drain_timeout" | "timeout" | "max_age" => H,
         "idle_timeout" | "ttl" | "cache_ttl" => 24 * H,
         "stale_if_error" => 7 * 24 * H,
         "max_lifetime" => 30 * 24 * H,

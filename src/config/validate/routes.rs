@@ -310,6 +310,7 @@ impl Validator<'_> {
         self.audience_rule(path, f.audiences.as_deref(), &chosen);
         let claims = self.claim_constraints(path, f.claims, params);
         let token_from = self.token_sources(path, f.token_from);
+        let sender_constrained = self.sender_constrained(path, f.sender_constrained.as_deref());
         (self.problems.len() == before).then_some({
             RouteAuth::Protected(Policy {
                 issuers: names,
@@ -319,6 +320,7 @@ impl Validator<'_> {
                 scopes_any: f.scopes_any,
                 claims,
                 token_from,
+                sender_constrained,
             })
         })
     }

@@ -81,6 +81,8 @@ impl Validator<'_> {
         let tls = f.tls.map(|t| TlsConfig {
             cert_file: self.file("server.tls.cert_file", &t.cert_file),
             key_file: self.file("server.tls.key_file", &t.key_file),
+            client_cert_required: self
+                .client_auth(t.client_auth.as_deref(), t.client_ca_file.is_some()),
             client_ca_file: t
                 .client_ca_file
                 .map(|c| self.file("server.tls.client_ca_file", &c)),
@@ -93,10 +95,11 @@ impl Validator<'_> {
                 .iter()
                 .all(|p| !p.path.starts_with("server.tls"))
             {
-                let built = crate::tls::server_config(
+                let built = crate::tls::listener_config(
                     &t.cert_file,
                     &t.key_file,
                     t.client_ca_file.as_deref(),
+                    t.client_cert_required,
                 );
                 if let Err(e) = built {
                     self.problem(&e.key, e.problem, e.expected);
