@@ -9,7 +9,7 @@ use std::time::Instant;
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
-use crate::auth::Identity;
+use crate::auth::{Admitted, Identity};
 use crate::config::{Config, ConfigProblem, RouteAuth};
 use crate::proxy::headers::{self as rewrite, ClientInfo, Rewrite};
 use crate::proxy::{Body, forward};
@@ -190,11 +190,21 @@ async fn proxy_request(
         Ok(found) => found,
         Err(e) => return response::bad_request(&e),
     };
-    let (route, identity) =
-        match judge(rt, &parts, &path, host.as_ref(), Listener::Proxy, log).await {
-            Ok(admitted) => admitted,
-            Err(refused) => return refused,
-        };
+    let (route, admitted) = match judge(
+        rt,
+        &parts,
+        &path,
+        host.as_ref(),
+        Listener::Proxy,
+        &client,
+        log,
+    )
+    .await
+    {
+        Ok(admitted) => admitted,
+        Err(refused) => return refused,
+    };
+    let identity = admitted.identity;
     let uri = match forward::upstream_uri(&path, parts.uri.query()) {
         Ok(uri) => uri,
         Err(e) => return response::refuse(e.refusal()),
@@ -209,11 +219,15 @@ async fn proxy_request(
     };
     let req = Request::from_parts(parts, body);
     match rt.forwarder.forward(route.index, timeout, req).await {
-        Ok(mut response) if grpc && client_version < Version::HTTP_2 => {
-            rewrite::declare_grpc_trailers(response.headers_mut());
+        Ok(mut response) => {
+            if grpc && client_version < Version::HTTP_2 {
+                rewrite::declare_grpc_trailers(response.headers_mut());
+            }
+            if let Some(nonce) = admitted.dpop_nonce {
+                rewrite::dpop_nonce(response.headers_mut(), nonce);
+            }
             response
         }
-        Ok(response) => response,
         Err(forward::ForwardError::Timeout) if deadline => {
             log.reason = Some("deadline_exceeded");
             response::refuse(forward::ForwardError::Deadline.refusal())
@@ -244,8 +258,9 @@ pub(crate) async fn judge<'r>(
     path: &str,
     host: Option<&RequestHost>,
     listener: Listener,
+    client: &ClientInfo,
     log: &mut AccessLog,
-) -> Result<(&'r Route, Identity), Response<Body>> {
+) -> Result<(&'r Route, Admitted), Response<Body>> {
     let target = Target {
         method: &parts.method,
         host: host.map(RequestHost::host),
@@ -262,9 +277,9 @@ pub(crate) async fn judge<'r>(
         });
     };
     log.route = Some(Name(route.config.name.clone()));
-    match rt.auth.admit(route, &params, parts, log).await {
-        Ok(identity) => Ok((route, identity)),
-        Err(failure) => Err(response::refuse(failure.refusal())),
+    match rt.auth.admit(route, &params, parts, client, log).await {
+        Ok(admitted) => Ok((route, admitted)),
+        Err(denied) => Err(response::refuse(denied.refusal())),
     }
 }
 

@@ -87,7 +87,7 @@ impl Runtime {
                     t.client_ca_file.as_deref(),
                     t.client_cert_required,
                 )
-                    .map_err(|e| ConfigProblem::new(&e.key, e.problem, e.expected))?,
+                .map_err(|e| ConfigProblem::new(&e.key, e.problem, e.expected))?,
             ),
         };
         let routes = std::mem::take(&mut config.routes);

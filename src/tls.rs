@@ -90,15 +90,13 @@ pub fn listener_config(
                 true => verifier,
                 false => verifier.allow_unauthenticated(),
             };
-            let verifier = verifier
-                .build()
-                .map_err(|e| {
-                    TlsError::new(
-                        "server.tls.client_ca_file",
-                        format!("unusable CA bundle: {e}"),
-                        "PEM CA certificates",
-                    )
-                })?;
+            let verifier = verifier.build().map_err(|e| {
+                TlsError::new(
+                    "server.tls.client_ca_file",
+                    format!("unusable CA bundle: {e}"),
+                    "PEM CA certificates",
+                )
+            })?;
             builder.with_client_cert_verifier(verifier)
         }
     };

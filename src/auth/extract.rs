@@ -14,9 +14,23 @@ use crate::config::TokenSource;
 /// [`Found::check`] and verification are ever stored there, so a hit is
 /// byte for byte a token already checked, and a hit skips the pass over it.
 #[derive(Clone, Copy)]
-pub struct Found<'r>(&'r [u8]);
+pub struct Found<'r>(&'r [u8], Scheme);
+
+/// How the token was presented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// `Authorization: Bearer`, or a cookie.
+    Bearer,
+    /// `Authorization: DPoP` (RFC 9449), with a `DPoP` proof header.
+    Dpop,
+}
 
 impl<'r> Found<'r> {
+    /// The scheme it came with.
+    pub fn scheme(self) -> Scheme {
+        self.1
+    }
+
     /// The token's bytes, for a cache lookup.
     pub fn bytes(self) -> &'r [u8] {
         self.0
@@ -80,10 +94,14 @@ fn from_header(headers: &HeaderMap) -> Result<Option<Found<'_>>, AuthFailure> {
         Some(at) => (&text[..at], &text[at..]),
         None => (text, &b""[..]),
     };
-    if !scheme.eq_ignore_ascii_case(b"bearer") {
+    let scheme = if scheme.eq_ignore_ascii_case(b"bearer") {
+        Scheme::Bearer
+    } else if scheme.eq_ignore_ascii_case(b"dpop") {
+        Scheme::Dpop
+    } else {
         // Another scheme is not our credential: answer as if none was sent.
         return Ok(None);
-    }
+    };
     // RFC 6750 §2.1: `Bearer 1*SP b64token`. A tab is read as a separator
     // by some servers and as part of the token by others.
     let token = rest.trim_ascii_start();
@@ -97,7 +115,7 @@ fn from_header(headers: &HeaderMap) -> Result<Option<Found<'_>>, AuthFailure> {
             "Authorization: Bearer without a token",
         ));
     }
-    Ok(Some(Found(token)))
+    Ok(Some(Found(token, scheme)))
 }
 
 fn from_cookie<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<Found<'h>>, AuthFailure> {
@@ -120,7 +138,7 @@ fn from_cookie<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<Found<'h
     }
     match found {
         None | Some("") => Ok(None),
-        Some(token) => Ok(Some(Found(token.as_bytes()))),
+        Some(token) => Ok(Some(Found(token.as_bytes(), Scheme::Bearer))),
     }
 }
 

@@ -77,6 +77,28 @@ pub enum AuthFailure {
     /// (an extension of CONTRACT §5's reasons: `revocation_unavailable`).
     #[error("revocation_unavailable")]
     RevocationUnavailable,
+    /// A DPoP proof failed a check of RFC 9449 §4.3 (CONTRACT §8.4).
+    #[error("invalid_dpop_proof: {0}")]
+    InvalidDpopProof(&'static str),
+    /// A DPoP proof's `jti` was already used within its window.
+    #[error("dpop_replay")]
+    DpopReplay,
+    /// The proof lacks a valid server nonce; the answer carries one.
+    #[error("use_dpop_nonce")]
+    UseDpopNonce,
+    /// The token's binding does not hold: a bound token sent as Bearer, a
+    /// DPoP token without `cnf.jkt`, a proof key or client certificate
+    /// other than the one bound (`proof`: the proof is at fault).
+    #[error("binding_mismatch: {why}")]
+    BindingMismatch {
+        /// What does not match.
+        why: &'static str,
+        /// True when the proof (not the token) is at fault.
+        proof: bool,
+    },
+    /// The route takes sender-constrained tokens only.
+    #[error("sender_constraint_required")]
+    SenderConstraintRequired,
 }
 
 /// Retry-After for introspection and revocation-store outages.
@@ -106,6 +128,11 @@ impl AuthFailure {
                 "keys_unavailable"
             }
             AuthFailure::RevocationUnavailable => "revocation_unavailable",
+            AuthFailure::InvalidDpopProof(_) => "invalid_dpop_proof",
+            AuthFailure::DpopReplay => "dpop_replay",
+            AuthFailure::UseDpopNonce => "use_dpop_nonce",
+            AuthFailure::BindingMismatch { .. } => "binding_mismatch",
+            AuthFailure::SenderConstraintRequired => "sender_constraint_required",
         }
     }
 
@@ -131,7 +158,12 @@ impl AuthFailure {
             | AuthFailure::WrongType
             | AuthFailure::LifetimeTooLong
             | AuthFailure::Revoked
-            | AuthFailure::Inactive => StatusCode::UNAUTHORIZED,
+            | AuthFailure::Inactive
+            | AuthFailure::InvalidDpopProof(_)
+            | AuthFailure::DpopReplay
+            | AuthFailure::UseDpopNonce
+            | AuthFailure::BindingMismatch { .. }
+            | AuthFailure::SenderConstraintRequired => StatusCode::UNAUTHORIZED,
         }
     }
 
@@ -157,8 +189,26 @@ impl AuthFailure {
             | AuthFailure::WrongType
             | AuthFailure::LifetimeTooLong
             | AuthFailure::Revoked
-            | AuthFailure::Inactive => Some("invalid_token"),
+            | AuthFailure::Inactive
+            | AuthFailure::BindingMismatch { proof: false, .. }
+            | AuthFailure::SenderConstraintRequired => Some("invalid_token"),
+            AuthFailure::InvalidDpopProof(_)
+            | AuthFailure::DpopReplay
+            | AuthFailure::BindingMismatch { proof: true, .. } => Some("invalid_dpop_proof"),
+            AuthFailure::UseDpopNonce => Some("use_dpop_nonce"),
         }
+    }
+
+    /// True for failures of the DPoP proof itself, answered with a DPoP
+    /// challenge carrying the error (RFC 9449 §7.1).
+    fn is_proof_error(&self) -> bool {
+        matches!(
+            self,
+            AuthFailure::InvalidDpopProof(_)
+                | AuthFailure::DpopReplay
+                | AuthFailure::UseDpopNonce
+                | AuthFailure::BindingMismatch { proof: true, .. }
+        )
     }
 
     /// What failed, in words a client developer can act on.
@@ -185,6 +235,13 @@ impl AuthFailure {
                 "the issuer's token introspection is unavailable"
             }
             AuthFailure::RevocationUnavailable => "the revocation list is unavailable",
+            AuthFailure::InvalidDpopProof(what) => what,
+            AuthFailure::DpopReplay => "the DPoP proof was already used",
+            AuthFailure::UseDpopNonce => "a DPoP nonce from this server is required",
+            AuthFailure::BindingMismatch { why, .. } => why,
+            AuthFailure::SenderConstraintRequired => {
+                "this route takes only sender-constrained tokens (DPoP or a client certificate)"
+            }
         }
     }
 
@@ -210,11 +267,48 @@ impl AuthFailure {
             | AuthFailure::Revoked
             | AuthFailure::Inactive
             | AuthFailure::InsufficientScope { .. }
-            | AuthFailure::ClaimMismatch(_) => None,
+            | AuthFailure::ClaimMismatch(_)
+            | AuthFailure::InvalidDpopProof(_)
+            | AuthFailure::DpopReplay
+            | AuthFailure::UseDpopNonce
+            | AuthFailure::BindingMismatch { .. }
+            | AuthFailure::SenderConstraintRequired => None,
         }
     }
 
-    /// The `WWW-Authenticate` value, if the answer carries one.
+    /// The `WWW-Authenticate` value, if the answer carries one: the Bearer
+    /// challenge, and on a route that announces DPoP (`dpop_algs`) a DPoP
+    /// challenge with `algs` too. A proof failure is a DPoP challenge with
+    /// the error alone.
+    pub fn challenge(&self, dpop_algs: Option<&str>) -> Option<String> {
+        let dpop = |error: bool| {
+            let mut v = String::from("DPoP");
+            let mut sep = " ";
+            if error {
+                if let Some(code) = self.error_code() {
+                    v.push_str(&format!(
+                        r#" error="{code}", error_description="{}""#,
+                        self.description()
+                    ));
+                    sep = ", ";
+                }
+            }
+            if let Some(algs) = dpop_algs {
+                v.push_str(&format!(r#"{sep}algs="{algs}""#));
+            }
+            v
+        };
+        if self.is_proof_error() {
+            return Some(dpop(true));
+        }
+        let bearer = self.www_authenticate()?;
+        Some(match dpop_algs {
+            None => bearer,
+            Some(_) => format!("{bearer}, {}", dpop(false)),
+        })
+    }
+
+    /// The Bearer `WWW-Authenticate` value, if the answer carries one.
     pub fn www_authenticate(&self) -> Option<String> {
         if self.retry_after().is_some() {
             return None;
@@ -238,6 +332,15 @@ impl AuthFailure {
         Some(v)
     }
 
+    /// This failure as a refusal on a route that announces DPoP with
+    /// `dpop_algs`; `nonce` is sent as `DPoP-Nonce`.
+    pub fn refusal_on(&self, dpop_algs: Option<&str>, nonce: Option<String>) -> Refusal<'_> {
+        let mut refusal = self.refusal();
+        refusal.challenge = self.challenge(dpop_algs);
+        refusal.dpop_nonce = nonce;
+        refusal
+    }
+
     /// This failure as a refusal for `response::refuse` to render.
     pub fn refusal(&self) -> Refusal<'_> {
         let error = match self.error_code() {
@@ -252,6 +355,7 @@ impl AuthFailure {
             challenge: self.www_authenticate(),
             retry_after: self.retry_after().map(|r| r.as_secs().max(1)),
             grpc_status: None,
+            dpop_nonce: None,
         }
     }
 }

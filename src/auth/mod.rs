@@ -2,6 +2,9 @@
 //! (or find it in the verified-token cache), apply the route policy.
 //! Forwarding and identity headers happen after, in the gateway.
 
+mod admit;
+pub(crate) mod binding;
+pub(crate) mod dpop;
 pub mod extract;
 pub(crate) mod failure;
 pub mod identity;
@@ -16,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use http::HeaderMap;
 
+pub use admit::{Admitted, Denied};
 pub use failure::AuthFailure;
 pub use identity::Identity;
 pub use verify::Verified;
@@ -23,9 +27,8 @@ pub use verify::Verified;
 use crate::config::{KeySource, Policy, RouteAuth, RouteConfig};
 use crate::jwks::KeyCache;
 use crate::revocation::{Revocation, Revocations};
-use crate::routing::{Params, Route};
-use crate::telemetry::access_log::AccessLog;
-use crate::telemetry::metrics::{Metrics, Name, ResultLabel, RouteReason};
+use crate::routing::Params;
+use crate::telemetry::metrics::{Metrics, ResultLabel, RouteReason};
 use introspect::Introspector;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -39,20 +42,22 @@ const VERIFIED_ENTRY_OVERHEAD: usize = 1024;
 
 /// What authentication produced, with the token fingerprint for the access
 /// log even when it failed.
-#[derive(Debug)]
-pub struct Outcome {
+pub struct Outcome<'r> {
     /// SHA-256 of the token, when there was one.
     pub digest: Option<[u8; 32]>,
     /// The verified claims, or the failure.
     pub result: Result<Arc<Verified>, AuthFailure>,
+    /// The token as presented (its scheme), when there was one.
+    found: Option<extract::Found<'r>>,
 }
 
-impl Outcome {
+impl Outcome<'_> {
     /// No usable token: nothing to fingerprint.
     fn refused(failure: AuthFailure) -> Self {
         Self {
             digest: None,
             result: Err(failure),
+            found: None,
         }
     }
 }
@@ -63,6 +68,8 @@ pub struct Authenticator {
     route_issuers: Vec<Vec<Arc<KeyCache>>>,
     /// Per route: how its opaque tokens are introspected, if they are.
     route_introspection: Vec<Option<RouteIntrospection>>,
+    /// Per route: the `algs` its challenges offer DPoP with, if they do.
+    route_dpop_algs: Vec<Option<Arc<str>>>,
     /// Keyed by the token itself: a hit is an exact byte match, found by
     /// one keyed hash, with no SHA-256 on the hot path. foldhash rather than
     /// SipHash: a token is some 600 bytes, and only tokens whose signature
@@ -199,9 +206,17 @@ impl Authenticator {
             .verified_cache
             .get_or_create(&ResultLabel { result: "miss" })
             .clone();
+        let route_dpop_algs = routes
+            .iter()
+            .map(|r| match &r.auth {
+                RouteAuth::Public => None,
+                RouteAuth::Protected(p) => admit::dpop_algs(p, caches),
+            })
+            .collect();
         Self {
             route_issuers,
             route_introspection,
+            route_dpop_algs,
             verified,
             revocations,
             cache_hits,
@@ -211,63 +226,15 @@ impl Authenticator {
         }
     }
 
-    /// Who is calling on `route`: nobody on a public route, else the
-    /// identity headers of a token that passed every check. Records the
-    /// auth metrics and the access log's token, issuer, subject and reason.
-    pub async fn admit(
-        &self,
-        route: &Route,
-        params: &Params<'_>,
-        request: &http::request::Parts,
-        log: &mut AccessLog,
-    ) -> Result<Identity, AuthFailure> {
-        let RouteAuth::Protected(policy) = &route.config.auth else {
-            return Ok(Identity::default());
-        };
-        let started = Instant::now();
-        let outcome = self
-            .authenticate(
-                route.index,
-                policy,
-                &request.headers,
-                request.uri.query(),
-                params,
-            )
-            .await;
-        self.duration.observe(started.elapsed().as_secs_f64());
-        log.token_digest = outcome.digest;
-        match outcome.result {
-            Ok(verified) => {
-                log.issuer = Some(verified.issuer.clone());
-                log.subject = verified
-                    .claims
-                    .get("sub")
-                    .and_then(|s| s.as_str())
-                    .map(str::to_owned);
-                Ok(verified.identity_headers(route.index, &route.config.forward.headers))
-            }
-            Err(failure) => {
-                self.failures
-                    .get_or_create(&RouteReason {
-                        route: Name(route.config.name.clone()),
-                        reason: failure.reason(),
-                    })
-                    .inc();
-                log.reason = Some(failure.reason());
-                Err(failure)
-            }
-        }
-    }
-
     /// Authenticates a request on route number `route` under `policy`.
-    pub async fn authenticate(
+    pub async fn authenticate<'r>(
         &self,
         route: usize,
         policy: &Policy,
-        headers: &HeaderMap,
+        headers: &'r HeaderMap,
         query: Option<&str>,
         params: &Params<'_>,
-    ) -> Outcome {
+    ) -> Outcome<'r> {
         let found = match extract::extract(headers, query, &policy.token_from) {
             Ok(found) => found,
             Err(failure) => return Outcome::refused(failure),
@@ -302,6 +269,7 @@ impl Authenticator {
         Outcome {
             digest: Some(digest),
             result,
+            found: Some(found),
         }
     }
 

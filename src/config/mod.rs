@@ -325,6 +325,9 @@ pub struct IssuerConfig {
 pub struct DpopConfig {
     /// Asymmetric algorithms a proof may use.
     pub algorithms: Vec<Algorithm>,
+    /// The issuer has a `dpop:` section: its routes' challenges offer DPoP
+    /// (bound tokens are enforced either way).
+    pub announced: bool,
     /// How old a proof's `iat` may be (the issuer's leeway added).
     pub max_age: Duration,
     /// Proofs must carry a server nonce.
@@ -333,7 +336,6 @@ pub struct DpopConfig {
     /// per process.
     pub nonce_secret: Secret,
 }
-
 
 /// `revocation.store`
 #[derive(Debug, Clone, PartialEq)]
@@ -472,4 +474,22 @@ pub struct RouteConfig {
     pub auth: RouteAuth,
     /// What is sent upstream.
     pub forward: ForwardConfig,
+}
+
+/// An algorithm's JOSE name (`ES256`, `EdDSA`), as challenges list it.
+pub fn algorithm_name(a: Algorithm) -> &'static str {
+    match a {
+        Algorithm::HS256 => "HS256",
+        Algorithm::HS384 => "HS384",
+        Algorithm::HS512 => "HS512",
+        Algorithm::ES256 => "ES256",
+        Algorithm::ES384 => "ES384",
+        Algorithm::RS256 => "RS256",
+        Algorithm::RS384 => "RS384",
+        Algorithm::RS512 => "RS512",
+        Algorithm::PS256 => "PS256",
+        Algorithm::PS384 => "PS384",
+        Algorithm::PS512 => "PS512",
+        Algorithm::EdDSA => "EdDSA",
+    }
 }

@@ -49,12 +49,14 @@ pub(super) fn is_check(req: &Request<Incoming>) -> bool {
 pub(super) async fn check(
     rt: &Arc<Runtime>,
     req: Request<Incoming>,
+    peer: std::net::IpAddr,
     log: &mut AccessLog,
 ) -> Response {
     let judged_log = Arc::new(std::sync::Mutex::new(None));
     let service = Checker {
         runtime: rt.clone(),
         log: judged_log.clone(),
+        peer,
     };
     let mut server = AuthorizationServer::new(service);
     let mut response = match server.call(req).await {
@@ -83,6 +85,7 @@ type Response = http::Response<tonic::body::Body>;
 struct Checker {
     runtime: Arc<Runtime>,
     log: Arc<std::sync::Mutex<Option<AccessLog>>>,
+    peer: std::net::IpAddr,
 }
 
 #[tonic::async_trait]
@@ -94,9 +97,18 @@ impl Authorization for Checker {
         let judged = judged_request(request.get_ref()).ok_or_else(|| {
             tonic::Status::invalid_argument("the CheckRequest has no HTTP request")
         })?;
+        let https = request
+            .get_ref()
+            .attributes
+            .as_ref()
+            .and_then(|a| a.request.as_ref())
+            .and_then(|r| r.http.as_ref())
+            .is_some_and(|h| h.scheme == "https");
+        let client = crate::proxy::headers::ClientInfo::new(self.peer, https);
         let mut log = AccessLog::start(&judged.method, &judged.uri);
         log.listener = "decisions";
-        let (answer, route) = super::allowed_or_refused(&self.runtime, &judged, &mut log).await;
+        let (answer, route) =
+            super::allowed_or_refused(&self.runtime, &judged, &client, &mut log).await;
         let keep_authorization = route.is_some_and(|r| r.config.forward.keep_authorization);
         let response = into_check_response(&self.runtime, answer, keep_authorization).await;
         *self.log.lock().unwrap_or_else(|p| p.into_inner()) = Some(log);

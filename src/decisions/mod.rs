@@ -33,6 +33,7 @@ use tokio::net::TcpListener;
 
 use crate::gateway::{self, Gateway, Listener};
 use crate::proxy::Body;
+use crate::proxy::headers::ClientInfo;
 use crate::response;
 use crate::routing::Route;
 use crate::telemetry::access_log::AccessLog;
@@ -115,9 +116,11 @@ async fn answer(gateway: &Gateway, req: Request<Incoming>, peer: IpAddr) -> Answ
         }
         .map(tonic::body::Body::new)
     } else if grpc_check {
-        envoy::check(&rt, req, &mut log).await
+        envoy::check(&rt, req, peer, &mut log).await
     } else {
-        decide(&rt, req, &mut log).await.map(tonic::body::Body::new)
+        decide(&rt, req, peer, &mut log)
+            .await
+            .map(tonic::body::Body::new)
     };
     log.finish(response.status(), started, &gateway.metrics);
     response
@@ -127,9 +130,18 @@ async fn answer(gateway: &Gateway, req: Request<Incoming>, peer: IpAddr) -> Answ
 async fn decide(
     rt: &gateway::Runtime,
     req: Request<Incoming>,
+    peer: IpAddr,
     log: &mut AccessLog,
 ) -> Response<Body> {
     let (parts, _body) = req.into_parts();
+    // The judged request's scheme (a DPoP proof's `htu`): what the proxy
+    // says it was, for the style that says; else plain HTTP.
+    let https = parts.uri.path() == X_FORWARDED
+        && parts
+            .headers
+            .get("x-forwarded-proto")
+            .is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"https"));
+    let client = ClientInfo::new(peer, https);
     let judged = match judged_request(parts) {
         Ok(judged) => judged,
         Err(missing) => {
@@ -137,7 +149,7 @@ async fn decide(
             return response::forbidden(&format!("the decision request lacks {missing}"));
         }
     };
-    allowed_or_refused(rt, &judged, log).await.0
+    allowed_or_refused(rt, &judged, &client, log).await.0
 }
 
 /// Judges `judged` as the proxy would: 200 with the identity headers, or
@@ -145,18 +157,20 @@ async fn decide(
 pub(crate) async fn allowed_or_refused<'r>(
     rt: &'r gateway::Runtime,
     judged: &http::request::Parts,
+    client: &ClientInfo,
     log: &mut AccessLog,
 ) -> (Response<Body>, Option<&'r Route>) {
     let (path, host) = match gateway::normalise(judged) {
         Ok(found) => found,
         Err(e) => return (response::bad_request(&e), None),
     };
-    match gateway::judge(rt, judged, &path, host.as_ref(), Listener::Decisions, log).await {
+    let listener = Listener::Decisions;
+    match gateway::judge(rt, judged, &path, host.as_ref(), listener, client, log).await {
         Err(refused) => (refused, None),
-        Ok((route, identity)) => {
+        Ok((route, admitted)) => {
             let mut allowed = Response::new(Body::Empty);
             let h = allowed.headers_mut();
-            for (name, value) in identity.iter() {
+            for (name, value) in admitted.identity.iter() {
                 h.insert(name.clone(), value.clone());
             }
             h.insert(

@@ -2,6 +2,7 @@
 //! Nothing else in the crate adds or removes forwarded headers.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -22,6 +23,31 @@ pub struct ClientInfo {
     pub ip: HeaderValue,
     /// True when the client connected over TLS.
     pub tls: bool,
+    /// The client certificate rustls verified on this connection, if any.
+    pub cert: Option<Arc<ClientCert>>,
+}
+
+/// A verified client certificate (mTLS), as the binding check (RFC 8705)
+/// and `forward.client_cert` (RFC 9440) use it.
+#[derive(Debug)]
+pub struct ClientCert {
+    /// base64url SHA-256 of the DER: what `cnf["x5t#S256"]` must equal.
+    pub x5t_s256: String,
+    /// `Client-Cert` (RFC 9440): the DER as a structured-field byte sequence.
+    pub header: HeaderValue,
+}
+
+impl ClientCert {
+    /// From the leaf certificate's DER.
+    pub fn from_der(der: &[u8]) -> Self {
+        use base64::Engine;
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der);
+        let x5t_s256 = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref());
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+        let header =
+            HeaderValue::try_from(format!(":{b64}:")).unwrap_or(HeaderValue::from_static(""));
+        Self { x5t_s256, header }
+    }
 }
 
 impl ClientInfo {
@@ -31,6 +57,7 @@ impl ClientInfo {
         Self {
             ip: HeaderValue::try_from(text).unwrap_or(HeaderValue::from_static("unknown")),
             tls,
+            cert: None,
         }
     }
 }
@@ -109,6 +136,7 @@ pub fn rewrite_request(headers: &mut HeaderMap, r: Rewrite<'_>) {
     strip_spoofable(headers, r.reserved);
     if !r.forward.keep_authorization {
         headers.remove(header::AUTHORIZATION);
+        headers.remove(HeaderName::from_static("dpop"));
         for source in r.token_from {
             if let TokenSource::Cookie(name) = source {
                 strip_cookie(headers, name);
@@ -128,6 +156,13 @@ pub fn rewrite_request(headers: &mut HeaderMap, r: Rewrite<'_>) {
         headers.insert(X_REQUEST_ID, new_request_id());
     }
     headers.insert(header::HOST, r.upstream_host.clone());
+    // RFC 9440: the certificate rustls verified (a client's own
+    // `Client-Cert` was removed with the routing overrides above).
+    if r.forward.client_cert {
+        if let Some(cert) = &r.client.cert {
+            headers.insert(HeaderName::from_static("client-cert"), cert.header.clone());
+        }
+    }
     for (name, value) in r.identity {
         headers.append(name.clone(), value.clone());
     }
@@ -171,6 +206,14 @@ fn strip_cookie(headers: &mut HeaderMap, name: &str) {
 /// Removes hop-by-hop headers from an upstream response.
 pub fn rewrite_response(headers: &mut HeaderMap) {
     strip_hop_by_hop(headers);
+}
+
+/// A fresh DPoP nonce for the client (RFC 9449 §8.2), replacing any the
+/// upstream sent.
+pub fn dpop_nonce(headers: &mut HeaderMap, nonce: String) {
+    if let Ok(v) = HeaderValue::try_from(nonce) {
+        headers.insert(HeaderName::from_static("dpop-nonce"), v);
+    }
 }
 
 /// For an HTTP/1.1 client of a gRPC upstream: HTTP/1.1 sends only trailer
@@ -246,6 +289,7 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             ca_file: None,
             max_connections: 256,
+            client_cert: false,
         }
     }
 

@@ -32,6 +32,12 @@ pub fn refuse(refusal: Refusal<'_>) -> Response<Body> {
     if let Some(secs) = refusal.retry_after {
         h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
+    if let Some(v) = refusal
+        .dpop_nonce
+        .and_then(|n| HeaderValue::try_from(n).ok())
+    {
+        h.insert("dpop-nonce", v);
+    }
     response.extensions_mut().insert(grpc::Made {
         message: refusal.description.into(),
         grpc_status: refusal.grpc_status,

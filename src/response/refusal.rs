@@ -21,6 +21,8 @@ pub struct Refusal<'a> {
     /// The `grpc-status` for gRPC clients, when the HTTP status's mapping
     /// does not say it (a `grpc-timeout` that ran out).
     pub grpc_status: Option<u8>,
+    /// A fresh DPoP nonce for the client (`DPoP-Nonce`).
+    pub dpop_nonce: Option<String>,
 }
 
 impl<'a> Refusal<'a> {
@@ -33,6 +35,7 @@ impl<'a> Refusal<'a> {
             challenge: None,
             retry_after: None,
             grpc_status: None,
+            dpop_nonce: None,
         }
     }
 

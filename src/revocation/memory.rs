@@ -33,4 +33,12 @@ impl Store for MemoryStore {
     }
 
     fn start(&self) {}
+
+    fn first_use<'a>(
+        &'a self,
+        _key: &'a str,
+        _ttl: std::time::Duration,
+    ) -> BoxFuture<'a, Result<Option<bool>, StoreError>> {
+        Box::pin(async { Ok(None) })
+    }
 }

@@ -18,6 +18,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -138,6 +139,32 @@ pub trait Store: Send + Sync + fmt::Debug {
     fn problem(&self) -> Option<String>;
     /// Starts background work (subscriptions); called once per store.
     fn start(&self);
+    /// Records `key` for `ttl` if it is new in the shared store: `Some(true)`
+    /// the first time, `Some(false)` after; `None` when the store is this
+    /// process only (the caller's own memory decides).
+    fn first_use<'a>(
+        &'a self,
+        key: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<bool>, StoreError>>;
+}
+
+/// Bytes the local one-time-use memory (DPoP `jti`s) may hold. Past it the
+/// least useful entries go: documented in docs/security.md.
+const SEEN_BYTES: u64 = 64 * 1024 * 1024;
+
+/// A one-time key's remembered lifetime, for moka's per-entry expiry.
+struct SeenFor;
+
+impl moka::Expiry<[u8; 32], Duration> for SeenFor {
+    fn expire_after_create(
+        &self,
+        _key: &[u8; 32],
+        ttl: &Duration,
+        _created: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(*ttl)
+    }
 }
 
 /// The revocation list of a gateway: the store and the local deny list.
@@ -146,6 +173,8 @@ pub struct Revocations {
     config: RevocationConfig,
     list: Arc<DenyList>,
     store: Box<dyn Store>,
+    /// One-time keys seen by this process (DPoP proof `jti`s), by digest.
+    seen: moka::sync::Cache<[u8; 32], Duration>,
 }
 
 impl Revocations {
@@ -169,11 +198,40 @@ impl Revocations {
                 list.clone(),
             )?),
         };
+        let seen = match previous {
+            Some(p) => p.seen.clone(),
+            None => moka::sync::Cache::builder()
+                .weigher(|_, _| 64)
+                .max_capacity(SEEN_BYTES)
+                .expire_after(SeenFor)
+                .build(),
+        };
         Ok(Self {
             config: config.clone(),
             list,
             store,
+            seen,
         })
+    }
+
+    /// True the first time `key` is seen within `ttl`, by every replica
+    /// sharing the store (Redis `SET NX EX`), or by this process with the
+    /// memory store. With Redis down, `on_store_error` decides: deny is an
+    /// error, allow falls back to this process's memory.
+    pub async fn first_use(&self, key: &[u8; 32], ttl: Duration) -> Result<bool, StoreError> {
+        let local = || self.seen.entry(*key).or_insert(ttl).is_fresh();
+        let text = format!("authgate:once:{}", crate::telemetry::redact::hex(key));
+        match self.store.first_use(&text, ttl).await {
+            Ok(Some(fresh)) => {
+                // Remembered here too, so a Redis outage later still
+                // refuses what this replica saw.
+                let here = local();
+                Ok(fresh && here)
+            }
+            Ok(None) => Ok(local()),
+            Err(_) if !self.config.deny_on_store_error => Ok(local()),
+            Err(e) => Err(e),
+        }
     }
 
     /// The config this was built from (reloads keep it when unchanged).

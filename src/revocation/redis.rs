@@ -253,6 +253,30 @@ impl Store for RedisStore {
         self.health.healthy()
     }
 
+    fn first_use<'a>(
+        &'a self,
+        key: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<bool>, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.writer.clone();
+            let mut set = redis::cmd("SET");
+            set.arg(key)
+                .arg(1)
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl.as_millis().max(1) as u64);
+            let call = set.query_async::<Option<String>>(&mut conn);
+            match tokio::time::timeout(TIMEOUT * 2, call).await {
+                Ok(Ok(answer)) => Ok(Some(answer.is_some())),
+                Ok(Err(e)) => Err(StoreError::Unavailable(e.to_string())),
+                Err(_) => Err(StoreError::Unavailable(
+                    "redis did not answer in time".into(),
+                )),
+            }
+        })
+    }
+
     fn problem(&self) -> Option<String> {
         self.health
             .problem

@@ -30,6 +30,7 @@ fn route(
             connect_timeout: Duration::from_secs(1),
             ca_file: None,
             max_connections: 256,
+            client_cert: false,
         },
     }
 }

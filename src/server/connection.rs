@@ -14,7 +14,7 @@ use super::http1::{self, Prefixed};
 use super::http2;
 use super::shutdown::stopped;
 use crate::gateway::Gateway;
-use crate::proxy::headers::ClientInfo;
+use crate::proxy::headers::{ClientCert, ClientInfo};
 
 /// The HTTP/2 connection preface, which a plain-text HTTP/2 client (prior
 /// knowledge) sends first.
@@ -72,7 +72,14 @@ pub(super) async fn serve_connection(
         };
         match tokio::time::timeout(server.header_read_timeout, acceptor.accept(io)).await {
             Ok(Ok(stream)) => {
-                let client = ClientInfo::new(ip, true);
+                let mut client = ClientInfo::new(ip, true);
+                // rustls verified it against client_ca_file in the handshake.
+                client.cert = stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|chain| chain.first())
+                    .map(|leaf| Arc::new(ClientCert::from_der(leaf)));
                 if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
                     http2::serve_http2(gateway, stream, client, &server, activity, stop).await;
                 } else {

@@ -5,8 +5,13 @@
 
 /// The first 12 hex digits of `digest` (a token's SHA-256).
 pub fn fingerprint(digest: &[u8; 32]) -> String {
-    let mut s = String::with_capacity(12);
-    for b in &digest[..6] {
+    hex(&digest[..6])
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
         s.push(char::from(b"0123456789abcdef"[(b >> 4) as usize]));
         s.push(char::from(b"0123456789abcdef"[(b & 15) as usize]));
     }

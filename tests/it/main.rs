@@ -7,6 +7,7 @@ mod config;
 mod decisions;
 mod deploy;
 mod docs;
+mod dpop;
 mod edge;
 mod fuzz_corpus;
 mod grpc;

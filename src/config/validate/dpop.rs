@@ -15,6 +15,7 @@ const MIN_NONCE_SECRET: usize = 32;
 
 impl Validator<'_> {
     pub(super) fn dpop(&mut self, path: &str, f: Option<DpopFile>) -> DpopConfig {
+        let announced = f.is_some();
         let f = f.unwrap_or_default();
         let path = join(path, "dpop");
         let mut algorithms = Vec::new();
@@ -24,18 +25,21 @@ impl Validator<'_> {
                 for (i, a) in list.iter().enumerate() {
                     let at = format!("{path}.algorithms[{i}]");
                     match Algorithm::from_str(a) {
-                        Ok(Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) | Err(_) => {
-                            self.problem(
+                        Ok(Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) | Err(_) => self
+                            .problem(
                                 &at,
                                 format!("{a:?} is not an asymmetric algorithm"),
                                 "one of ES256 ES384 RS256 RS384 RS512 PS256 PS384 PS512 EdDSA",
-                            )
-                        }
+                            ),
                         Ok(alg) => algorithms.push(alg),
                     }
                 }
                 if list.is_empty() {
-                    self.problem(&join(&path, "algorithms"), "empty", "at least one algorithm");
+                    self.problem(
+                        &join(&path, "algorithms"),
+                        "empty",
+                        "at least one algorithm",
+                    );
                 }
             }
         }
@@ -67,6 +71,7 @@ impl Validator<'_> {
             },
         };
         DpopConfig {
+            announced,
             algorithms,
             max_age,
             nonce: f.nonce.unwrap_or(false),
@@ -106,7 +111,11 @@ impl Validator<'_> {
                 true
             }
             (Some(other), _) => {
-                self.problem(path, format!("unknown choice {other:?}"), "optional or required");
+                self.problem(
+                    path,
+                    format!("unknown choice {other:?}"),
+                    "optional or required",
+                );
                 true
             }
         }

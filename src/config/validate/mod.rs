@@ -15,8 +15,8 @@ use serde::de::DeserializeOwned;
 use serde_yaml_ng::Value;
 
 use super::file::{
-    AdminFile, DecisionsFile, DpopFile, ForwardFile, IssuerFile, MatchFile, PolicyFile, RevocationFile,
-    RouteFile, ServerFile, TopFile,
+    AdminFile, DecisionsFile, DpopFile, ForwardFile, IssuerFile, MatchFile, PolicyFile,
+    RevocationFile, RouteFile, ServerFile, TopFile,
 };
 use super::*;
 

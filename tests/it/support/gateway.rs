@@ -28,8 +28,20 @@ impl TestGateway {
         gw
     }
 
+    /// As [`TestGateway::start`], with `env` seen by `${VAR}` and `*_env`
+    /// keys before the process environment.
+    pub async fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> Self {
+        let gw = Self::start_inner(yaml, Path::new("."), env).await;
+        gw.wait_ready().await;
+        gw
+    }
+
     /// Starts without waiting for readiness (for issuers that cannot load).
     pub async fn start_unready(yaml: &str, dir: &Path) -> Self {
+        Self::start_inner(yaml, dir, &[]).await
+    }
+
+    async fn start_inner(yaml: &str, dir: &Path, env: &[(&str, &str)]) -> Self {
         let mut text = String::new();
         if !yaml.contains("server:") {
             // Two workers whatever the machine's cores: the multi-worker
@@ -41,7 +53,13 @@ impl TestGateway {
             text.push_str("admin:\n  listen: \"127.0.0.1:0\"\n");
         }
         text.push_str(yaml);
-        let loaded = authgate::config::parse(&text, dir, &|name| std::env::var(name).ok())
+        let lookup = |name: &str| {
+            env.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+                .or_else(|| std::env::var(name).ok())
+        };
+        let loaded = authgate::config::parse(&text, dir, &lookup)
             .unwrap_or_else(|p| panic!("test config invalid: {p:#?}"));
         let running = Running::start(loaded.config).await.unwrap();
         let url = format!("http://{}", running.proxy_addr);
