@@ -20,6 +20,7 @@ const SECTIONS: &[(&str, &str)] = &[
         "issuers: {a: {introspection: {zzz: 1, endpoint: x, client_id: y, client_secret: z}}}",
         "issuers.NAME.introspection.",
     ),
+    ("issuers: {a: {dpop: {zzz: 1}}}", "issuers.NAME.dpop."),
     ("revocation: {zzz: 1}", "revocation."),
     ("decisions: {zzz: 1}", "decisions."),
     ("routes: [{zzz: 1}]", "routes[]."),

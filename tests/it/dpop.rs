@@ -487,3 +487,108 @@ async fn a_proof_used_on_one_replica_is_refused_on_another_through_redis() {
     assert_eq!(send(&c, &fresh).await, 200);
     assert_eq!(send(&c, &fresh).await, 401);
 }
+
+fn mtls_config(issuer: &TestIssuer, up: &Upstream, client_auth: &str) -> String {
+    format!(
+        r#"
+server:
+  listen: "127.0.0.1:0"
+  workers: 2
+  tls: {{ cert_file: server.crt, key_file: server.key, client_ca_file: ca.crt, client_auth: {client_auth} }}
+issuers:
+  idp:
+    issuer: "{iss}"
+    jwks_uri: "{iss}/jwks.json"
+    algorithms: [ES256]
+    audiences: [api]
+routes:
+  - name: api
+    match: {{ path_prefix: /api }}
+    upstream: "{up}"
+    auth: {{ issuers: [idp] }}
+    forward: {{ client_cert: true }}
+"#,
+        iss = issuer.url,
+        up = up.url()
+    )
+}
+
+#[tokio::test]
+async fn certificate_bound_tokens_pass_only_over_their_certificate_on_http1_and_http2() {
+    let pki = crate::support::tls::TestPki::new();
+    let signer = Signer::es256("k1");
+    let issuer = TestIssuer::spawn(&[&signer]).await;
+    let up = Upstream::spawn().await;
+    let gw = TestGateway::start_in(&mtls_config(&issuer, &up, "optional"), &pki.dir).await;
+    let url = format!("https://127.0.0.1:{}/api/x", gw.running.proxy_addr.port());
+    let mut claims = issuer.claims();
+    claims["cnf"] = json!({"x5t#S256": b64_sha256(&pki.clients[0].1)});
+    let bound = format!("Bearer {}", signer.token("ES256", json!({}), &claims));
+    let plain = format!(
+        "Bearer {}",
+        signer.token("ES256", json!({}), &issuer.claims())
+    );
+    let get = async |client: reqwest::Client, auth: &str| {
+        client
+            .get(&url)
+            .header("authorization", auth)
+            .header("client-cert", ":c3Bvb2Zl:")
+            .send()
+            .await
+            .unwrap()
+    };
+    use base64::Engine;
+    let expected = format!(
+        ":{}:",
+        base64::engine::general_purpose::STANDARD.encode(&pki.clients[0].1)
+    );
+    for http2 in [false, true] {
+        let r = get(pki.client_with_cert(0, http2), &bound).await;
+        assert_eq!(r.status(), 200, "http2 {http2}");
+        let want = if http2 {
+            http::Version::HTTP_2
+        } else {
+            http::Version::HTTP_11
+        };
+        assert_eq!(r.version(), want);
+        // The verified certificate went upstream, never the client's own.
+        let seen = up.seen().pop().unwrap();
+        assert_eq!(seen.headers["client-cert"], expected.as_str());
+    }
+    // Another certificate of the same CA, or none: the binding fails.
+    let r = get(pki.client_with_cert(1, false), &bound).await;
+    assert_eq!(r.status(), 401);
+    assert!(
+        challenge(&r).contains(r#"error="invalid_token""#),
+        "{}",
+        challenge(&r)
+    );
+    assert_eq!(get(pki.client(false), &bound).await.status(), 401);
+    // Optional client auth: an unbound token without a certificate passes,
+    // and a forged Client-Cert does not reach the upstream.
+    assert_eq!(get(pki.client(false), &plain).await.status(), 200);
+    assert!(!up.seen().pop().unwrap().headers.contains_key("client-cert"));
+    let metrics = gw.metrics().await;
+    assert!(
+        metrics
+            .contains(r#"authgate_auth_failures_total{route="api",reason="binding_mismatch"} 2"#),
+        "{metrics}"
+    );
+
+    // client_auth: required (the default): no certificate, no connection.
+    let up = Upstream::spawn().await;
+    let strict = TestGateway::start_in(&mtls_config(&issuer, &up, "required"), &pki.dir).await;
+    let url = format!(
+        "https://127.0.0.1:{}/api/x",
+        strict.running.proxy_addr.port()
+    );
+    assert!(pki.client(false).get(&url).send().await.is_err());
+    let r = pki
+        .client_with_cert(0, false)
+        .get(&url)
+        .header("authorization", &bound)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}

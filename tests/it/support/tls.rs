@@ -8,6 +8,9 @@ use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair}
 pub struct TestPki {
     pub dir: PathBuf,
     pub ca_pem: String,
+    /// Two client certificates from the same CA (`client-a`, `client-b`):
+    /// PEM (certificate then key) and the certificate's DER.
+    pub clients: [(String, Vec<u8>); 2],
 }
 
 impl TestPki {
@@ -26,7 +29,25 @@ impl TestPki {
         std::fs::write(dir.join("server.crt"), format!("{}{}", leaf.pem(), ca_pem)).unwrap();
         std::fs::write(dir.join("server.key"), leaf_key.serialize_pem()).unwrap();
         std::fs::write(dir.join("ca.crt"), &ca_pem).unwrap();
-        Self { dir, ca_pem }
+        let client = |name: &str| {
+            let key = KeyPair::generate().unwrap();
+            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, name);
+            params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+            let cert = params.signed_by(&key, &ca).unwrap();
+            (
+                format!("{}{}", cert.pem(), key.serialize_pem()),
+                cert.der().to_vec(),
+            )
+        };
+        let clients = [client("client-a"), client("client-b")];
+        Self {
+            dir,
+            ca_pem,
+            clients,
+        }
     }
 
     /// A TLS acceptor presenting the server certificate (for HTTPS upstreams).
@@ -38,6 +59,16 @@ impl TestPki {
         )
         .unwrap();
         tokio_rustls::TlsAcceptor::from(config)
+    }
+
+    /// A reqwest client trusting only the test CA and presenting client
+    /// certificate `which` (0 or 1).
+    pub fn client_with_cert(&self, which: usize, http2: bool) -> reqwest::Client {
+        let ca = reqwest::Certificate::from_pem(self.ca_pem.as_bytes()).unwrap();
+        let id = reqwest::Identity::from_pem(self.clients[which].0.as_bytes()).unwrap();
+        let b = reqwest::Client::builder().tls_certs_only([ca]).identity(id);
+        let b = if http2 { b } else { b.http1_only() };
+        b.build().unwrap()
     }
 
     /// A reqwest client trusting only the test CA.
