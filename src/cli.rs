@@ -57,6 +57,47 @@ pub enum Command {
         #[command(subcommand)]
         action: TokenCommand,
     },
+    /// DPoP client helpers: a key, its thumbprint, proofs (RFC 9449).
+    Dpop {
+        /// DPoP action.
+        #[command(subcommand)]
+        action: DpopCommand,
+    },
+}
+
+/// `authgate dpop …`
+#[derive(Debug, Subcommand)]
+pub enum DpopCommand {
+    /// Write a new P-256 key (PKCS#8 PEM, mode 0600) and print its thumbprint (jkt).
+    Key {
+        /// Where to write the key.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print a key's RFC 7638 thumbprint: the cnf.jkt of tokens bound to it.
+    Jkt {
+        /// The key file.
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Print a DPoP proof for one request.
+    Proof {
+        /// The key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// The request method.
+        #[arg(long, default_value = "GET")]
+        method: String,
+        /// The request URL (query and fragment are left out of htu).
+        #[arg(long)]
+        url: String,
+        /// The access token the proof goes with (sets ath).
+        #[arg(long)]
+        token: Option<String>,
+        /// A server nonce (from a DPoP-Nonce header).
+        #[arg(long)]
+        nonce: Option<String>,
+    },
 }
 
 /// `authgate demo` options.
@@ -85,6 +126,7 @@ pub fn run(cli: Cli) -> ExitCode {
             logging::init(cli.log_format, &cli.log_level);
             runtime().block_on(run_gateway(&cli.config))
         }
+        Command::Dpop { action } => dpop(action),
         Command::Demo(args) => {
             logging::init(cli.log_format, &cli.log_level);
             runtime().block_on(crate::demo::run(args.ephemeral_ports))
@@ -327,6 +369,30 @@ fn inspect() -> ExitCode {
         Err(why) => {
             eprintln!("authgate: {why}");
             ExitCode::from(2)
+        }
+    }
+}
+
+fn dpop(action: DpopCommand) -> ExitCode {
+    let printed = match action {
+        DpopCommand::Key { out } => crate::dpop_tool::new_key(&out),
+        DpopCommand::Jkt { key } => crate::dpop_tool::thumbprint(&key),
+        DpopCommand::Proof {
+            key,
+            method,
+            url,
+            token,
+            nonce,
+        } => crate::dpop_tool::proof(&key, &method, &url, token.as_deref(), nonce.as_deref()),
+    };
+    match printed {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("authgate dpop: {e}");
+            ExitCode::FAILURE
         }
     }
 }

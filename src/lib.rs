@@ -18,6 +18,7 @@ pub mod config;
 pub(crate) mod decisions;
 pub mod demo;
 pub(crate) mod descriptors;
+pub(crate) mod dpop_tool;
 pub mod gateway;
 pub mod jwks;
 pub mod proxy;

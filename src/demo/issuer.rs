@@ -1,5 +1,5 @@
 //! The demo identity provider: a fresh ES256 key per run, its JWKS at
-//! `/jwks.json`, and `/token?sub=&scope=&ttl=&tenant=` minting access tokens
+//! `/jwks.json`, and `/token?sub=&scope=&ttl=&tenant=&dpop_jkt=` minting access tokens
 //! as plain text (for `$(curl …)`). For the demo only; it has no users.
 
 use std::convert::Infallible;
@@ -47,8 +47,16 @@ impl DemoIssuer {
         })
     }
 
-    /// Mints a token for `sub` with `scope`, valid for `ttl` seconds (negative: already expired).
-    pub fn mint(&self, sub: &str, scope: &str, ttl: i64, tenant: Option<&str>) -> String {
+    /// Mints a token for `sub` with `scope`, valid for `ttl` seconds
+    /// (negative: already expired), bound to the DPoP key `dpop_jkt` if given.
+    pub fn mint(
+        &self,
+        sub: &str,
+        scope: &str,
+        ttl: i64,
+        tenant: Option<&str>,
+        dpop_jkt: Option<&str>,
+    ) -> String {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
@@ -59,6 +67,9 @@ impl DemoIssuer {
         });
         if let Some(t) = tenant {
             claims["tenant"] = t.into();
+        }
+        if let Some(jkt) = dpop_jkt {
+            claims["cnf"] = serde_json::json!({ "jkt": jkt });
         }
         let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"ES256","typ":"at+jwt","kid":"demo-1"}"#);
         let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
@@ -117,6 +128,7 @@ impl DemoIssuer {
                     &param("scope").unwrap_or_default(),
                     ttl,
                     param("tenant").as_deref(),
+                    param("dpop_jkt").as_deref(),
                 );
                 reply(StatusCode::OK, "text/plain", token)
             }

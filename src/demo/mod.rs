@@ -65,7 +65,7 @@ async fn start(ephemeral: bool) -> Result<(Running, String), String> {
         .map_err(|e| e.to_string())?;
     let gw = running.proxy_addr;
     let admin = running.admin_addr;
-    let token = demo_issuer.mint("alice", "orders:read", 3600, Some("acme"));
+    let token = demo_issuer.mint("alice", "orders:read", 3600, Some("acme"), None);
     let banner = banner(gw, admin, issuer_addr, echo_addr, &token);
     Ok((running, banner))
 }
@@ -88,6 +88,7 @@ issuers:
     audiences: [demo-api]
     max_lifetime: 1h
     required_claims: [exp, iat, sub]
+    dpop: {{ algorithms: [ES256, EdDSA] }}
 routes:
   - name: health
     match: {{ path: /health, methods: [GET] }}
@@ -124,12 +125,16 @@ fn banner(
     echo_addr: SocketAddr,
     token: &str,
 ) -> String {
+    // The DPoP lines call this very binary, wherever it was built.
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "authgate".into());
     format!(
         r#"
 authgate demo is running (Ctrl-C stops everything)
   gateway   http://{gw}      routes: /orders (scope orders:read), /tenants/{{tenant}}/orders, /health (public),
                                   /demo.Echo/* (gRPC over h2c, scope orders:read)
-  issuer    http://{issuer_addr}      JWKS at /jwks.json, tokens at /token?sub=&scope=&ttl=&tenant=
+  issuer    http://{issuer_addr}      JWKS at /jwks.json, tokens at /token?sub=&scope=&ttl=&tenant=&dpop_jkt=
   upstream  http://{echo_addr}      echoes back what it receives
   admin     http://{admin}      /healthz /readyz /metrics
 
@@ -157,6 +162,12 @@ printf '\0\0\0\0\7\n\5hello' | curl -s --http2-prior-knowledge -H 'content-type:
 
 # gRPC without a token: a trailers-only answer, grpc-status 16 (UNAUTHENTICATED)
 curl -si --http2-prior-knowledge -H 'content-type: application/grpc' --data-binary '' http://{gw}/demo.Echo/Say
+
+# DPoP (RFC 9449): a token bound to a key only its holder has; each request
+# carries a fresh proof signed with that key (a replayed one is refused)
+{exe} dpop key --out /tmp/authgate-demo-dpop.pem
+DPOP_TOKEN=$(curl -s "http://{issuer_addr}/token?sub=alice&scope=orders:read&dpop_jkt=$({exe} dpop jkt --key /tmp/authgate-demo-dpop.pem)")
+curl -s -H "Authorization: DPoP $DPOP_TOKEN" -H "DPoP: $({exe} dpop proof --key /tmp/authgate-demo-dpop.pem --url http://{gw}/orders/42 --token $DPOP_TOKEN)" http://{gw}/orders/42
 
 # metrics
 curl -s http://{admin}/metrics | grep authgate_

@@ -76,6 +76,7 @@ pub fn trailers_only(response: Response<Body>) -> Response<Body> {
         header::WWW_AUTHENTICATE,
         header::RETRY_AFTER,
         header::CACHE_CONTROL,
+        http::HeaderName::from_static("dpop-nonce"),
     ] {
         if let Some(v) = parts.headers.get(&name) {
             h.insert(name, v.clone());
