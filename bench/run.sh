@@ -28,6 +28,7 @@
 #   RATES="1000 4000" RATE_SECONDS=20 bash bench/run.sh   # RATES= skips them
 #   GRPC_CALLS=0 bash bench/run.sh      # skips the gRPC rows (bench/grpc.sh)
 #   DECISIONS=0 bash bench/run.sh       # skips the decision-mode rows (bench/decisions.sh)
+#   DPOP=0 bash bench/run.sh            # skips the DPoP rows (bench/dpop.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,6 +46,8 @@ GRPC_CALLS=${GRPC_CALLS:-200000}
 GRPC_CLIENTS=${GRPC_CLIENTS:-16}
 GRPC_STREAMS=${GRPC_STREAMS:-8}
 DECISIONS=${DECISIONS:-1}
+DPOP=${DPOP:-1}
+DPOP_PROOFS=${DPOP_PROOFS:-200000}
 
 source bench/common.sh authgate-bench
 
@@ -58,7 +61,7 @@ fi
 echo "== building (release)"
 cargo build --release --quiet --bin authgate --example bench_tokens
 echo "== minting $DISTINCT_TOKENS distinct RS256 tokens"
-target/release/examples/bench_tokens "$WORK" "$DISTINCT_TOKENS"
+target/release/examples/bench_tokens "$WORK" "$DISTINCT_TOKENS" "$DPOP_PROOFS"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
     -subj /CN=localhost -addext subjectAltName=IP:127.0.0.1 \
     -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
@@ -89,7 +92,9 @@ nginx_conf proxy "server { listen 127.0.0.1:$NGINX_PLAIN; keepalive_requests 100
     server { listen 127.0.0.1:$NGINX_TLS ssl; ssl_certificate $WORK/cert.pem; ssl_certificate_key $WORK/key.pem; keepalive_requests 1000000; $PROXY_LOCATION }"
 
 # One gateway process per transport, so each one's CPU is its own.
-gateway_yaml "$WORK/gate-plain.yaml" "$GATE_PLAIN" "$ADMIN_PLAIN" "$UPSTREAM" "  max_connections: $GATE_MAX_CONNECTIONS"
+# Proofs for the DPoP rows are minted before the runs: an hour's max_age.
+DPOP_ISSUER="    dpop: { max_age: 1h }"
+gateway_yaml "$WORK/gate-plain.yaml" "$GATE_PLAIN" "$ADMIN_PLAIN" "$UPSTREAM" "  max_connections: $GATE_MAX_CONNECTIONS" "$DPOP_ISSUER"
 gateway_yaml "$WORK/gate-tls.yaml" "$GATE_TLS" "$ADMIN_TLS" "$UPSTREAM" "  max_connections: $GATE_MAX_CONNECTIONS
   tls: { cert_file: cert.pem, key_file: key.pem }"
 start_gateways() { # (re)starts both gateways: an empty verified-token cache
@@ -266,6 +271,7 @@ fi
 
 [ "$GRPC_CALLS" -gt 0 ] && source bench/grpc.sh
 [ "$DECISIONS" = 1 ] && source bench/decisions.sh
+[ "$DPOP" = 1 ] && source bench/dpop.sh
 
 echo
 [ "$IDLE_CONNECTIONS" -gt 0 ] || exit 0

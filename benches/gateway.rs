@@ -109,6 +109,48 @@ fn auth(c: &mut Criterion) {
         });
     }
     group.finish();
+
+    // One DPoP proof check (RFC 9449 §4.3, without the replay store):
+    // what a DPoP request adds to a cached token's cost.
+    let mut group = c.benchmark_group("dpop/proof");
+    let config = authgate::config::DpopConfig {
+        announced: true,
+        algorithms: vec![
+            jsonwebtoken::Algorithm::ES256,
+            jsonwebtoken::Algorithm::EdDSA,
+            jsonwebtoken::Algorithm::RS256,
+        ],
+        max_age: std::time::Duration::from_secs(300),
+        nonce: false,
+        nonce_secret: authgate::config::Secret(vec![0; 32]),
+    };
+    let token = keys.token("RS256", "dpop");
+    let htu = "http://bench.example/api/x";
+    for alg in ["ES256", "EdDSA", "RS256"] {
+        let proof = keys.proof(alg, htu, &token, "jti-1");
+        let expected = authgate::auth::dpop::Expected {
+            method: "GET",
+            htu,
+            token: &token,
+            now: verify::now(),
+            leeway: std::time::Duration::from_secs(30),
+        };
+        assert!(authgate::auth::dpop::check(&proof, &config, &expected).is_ok());
+        group.bench_function(alg, |b| {
+            b.iter(|| {
+                let expected = authgate::auth::dpop::Expected {
+                    method: "GET",
+                    htu,
+                    token: &token,
+                    now: verify::now(),
+                    leeway: std::time::Duration::from_secs(30),
+                };
+                let checked = authgate::auth::dpop::check(black_box(&proof), &config, &expected);
+                black_box(checked.is_ok())
+            })
+        });
+    }
+    group.finish();
 }
 
 fn routes(c: &mut Criterion) {

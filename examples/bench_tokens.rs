@@ -3,9 +3,12 @@
 //! `distinct.txt` (N valid RS256 tokens, one per line; N is the second
 //! argument, default 10,000) and
 //! `forged.txt` (1,000 RS256 tokens signed by a key the JWKS does not hold,
-//! under a kid it does).
+//! under a kid it does), `dpop-token.txt` (one RS256 token bound to an
+//! ES256 key) and `dpop.txt` (M proofs by that key for
+//! `GET http://bench.example/bench`, one per line, each with its own `jti`;
+//! M is the third argument, default 200,000).
 //!
-//! `cargo run --release --example bench_tokens -- DIR [N]`
+//! `cargo run --release --example bench_tokens -- DIR [N] [M]`
 
 #![allow(clippy::unwrap_used)]
 
@@ -46,6 +49,35 @@ fn main() {
     for chunk in chunks {
         distinct.write_all(chunk.as_bytes()).unwrap();
     }
+    let jkt = authgate::auth::dpop::thumbprint(&keys.jwk("ES256")).unwrap();
+    let bound = keys.token_with("RS256", "dpop", serde_json::json!({"cnf": {"jkt": jkt}}));
+    std::fs::write(dir.join("dpop-token.txt"), format!("{bound}\n")).unwrap();
+    let m: usize = std::env::args()
+        .nth(3)
+        .map_or(200_000, |m| m.parse().unwrap());
+    let proofs: Vec<String> = std::thread::scope(|s| {
+        let (keys, bound) = (&keys, &bound);
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                s.spawn(move || {
+                    let mut out = String::new();
+                    for i in (t..m).step_by(threads) {
+                        let jti = format!("bench-{i}");
+                        out.push_str(&keys.proof(
+                            "ES256",
+                            "http://bench.example/bench",
+                            bound,
+                            &jti,
+                        ));
+                        out.push('\n');
+                    }
+                    out
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    std::fs::write(dir.join("dpop.txt"), proofs.concat()).unwrap();
     let mut forged = std::fs::File::create(dir.join("forged.txt")).unwrap();
     for i in 0..1_000 {
         writeln!(

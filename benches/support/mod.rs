@@ -53,6 +53,41 @@ impl Keys {
     }
 
     pub fn token(&self, alg: &str, sub: &str) -> String {
+        self.token_with(alg, sub, json!({}))
+    }
+
+    /// A public JWK of the `alg` family's key (a DPoP proof's `jwk`).
+    pub fn jwk(&self, alg: &str) -> serde_json::Value {
+        let p = self.ec.public_key().as_ref();
+        match alg {
+            "ES256" => {
+                json!({"kty": "EC", "crv": "P-256", "x": b64(&p[1..33]), "y": b64(&p[33..])})
+            }
+            "EdDSA" => {
+                json!({"kty": "OKP", "crv": "Ed25519", "x": b64(self.ed.public_key().as_ref())})
+            }
+            _ => {
+                json!({"kty": "RSA", "n": b64(self.rsa.public_key().modulus().big_endian_without_leading_zero()),
+                        "e": b64(self.rsa.public_key().exponent().big_endian_without_leading_zero())})
+            }
+        }
+    }
+
+    /// A DPoP proof by the `alg` key for GET `htu`, bound to `token`, with
+    /// a unique `jti`.
+    pub fn proof(&self, alg: &str, htu: &str, token: &str, jti: &str) -> String {
+        let header = json!({"typ": "dpop+jwt", "alg": alg, "jwk": self.jwk(alg)}).to_string();
+        let ath = b64(aws_lc_rs::digest::digest(
+            &aws_lc_rs::digest::SHA256,
+            token.as_bytes(),
+        ));
+        let claims =
+            json!({"jti": jti, "htm": "GET", "htu": htu, "iat": verify::now() as i64, "ath": ath});
+        self.sign(alg, &format!("{}.{}", b64(header), b64(claims.to_string())))
+    }
+
+    /// A token whose claims also hold `extra`.
+    pub fn token_with(&self, alg: &str, sub: &str, extra: serde_json::Value) -> String {
         let kid = match alg {
             "ES256" => "ec",
             "EdDSA" => "ed",
@@ -60,9 +95,16 @@ impl Keys {
         };
         let now = verify::now() as i64;
         let header = b64(json!({"alg": alg, "kid": kid, "typ": "at+jwt"}).to_string());
-        let claims = json!({"iss": ISS, "sub": sub, "aud": "api", "scope": "read write",
+        let mut claims = json!({"iss": ISS, "sub": sub, "aud": "api", "scope": "read write",
                             "iat": now, "exp": now + 3600, "jti": sub});
-        let input = format!("{header}.{}", b64(claims.to_string()));
+        for (k, v) in extra.as_object().unwrap() {
+            claims[k] = v.clone();
+        }
+        self.sign(alg, &format!("{header}.{}", b64(claims.to_string())))
+    }
+
+    /// `input` and its signature by the `alg` key.
+    fn sign(&self, alg: &str, input: &str) -> String {
         let rng = SystemRandom::new();
         let sig = match alg {
             "ES256" => self

@@ -4,7 +4,7 @@
 
 mod admit;
 pub(crate) mod binding;
-pub(crate) mod dpop;
+pub mod dpop;
 pub mod extract;
 pub(crate) mod failure;
 pub mod identity;

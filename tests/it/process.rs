@@ -302,7 +302,10 @@ async fn the_demo_works_end_to_end() {
     let refused = run("curl -si --http2-prior-knowledge");
     assert!(refused.contains("grpc-status: 16"), "{refused}");
     // The printed DPoP lines, in one shell: a key, a bound token, a request.
-    let at = lines.iter().position(|l| l.contains(" dpop key --out ")).unwrap();
+    let at = lines
+        .iter()
+        .position(|l| l.contains(" dpop key --out "))
+        .unwrap();
     let script = lines[at..at + 3].join("\n");
     assert!(script.contains("DPOP_TOKEN=") && script.contains("Authorization: DPoP"));
     let out = std::process::Command::new("bash")
