@@ -190,6 +190,9 @@ async fn proxy_request(
         Ok(found) => found,
         Err(e) => return response::bad_request(&e),
     };
+    if let Some(document) = resource_metadata(rt, &parts.method, &path) {
+        return response::json(StatusCode::OK, document);
+    }
     let (route, admitted) = match judge(
         rt,
         &parts,
@@ -238,6 +241,18 @@ async fn proxy_request(
             response::refuse(e.refusal())
         }
     }
+}
+
+/// RFC 9728 metadata served at `path` (CONTRACT §8.7), for GET and HEAD.
+fn resource_metadata(rt: &Runtime, method: &http::Method, path: &str) -> Option<bytes::Bytes> {
+    if rt.resource_metadata.is_empty() || !matches!(*method, http::Method::GET | http::Method::HEAD)
+    {
+        return None;
+    }
+    rt.resource_metadata
+        .iter()
+        .find(|(p, _)| p == path)
+        .map(|(_, d)| d.clone())
 }
 
 /// Which listener asks: the proxy's table never matches a decision-only

@@ -41,6 +41,8 @@ pub struct Runtime {
     /// The listener's rustls config, read from `server.tls`'s files when
     /// this runtime was built (so a reload picks up a new certificate).
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// RFC 9728 metadata documents by the path they are served at.
+    pub resource_metadata: Vec<(String, bytes::Bytes)>,
 }
 
 impl Runtime {
@@ -91,6 +93,14 @@ impl Runtime {
             ),
         };
         let routes = std::mem::take(&mut config.routes);
+        let resource_metadata = routes
+            .iter()
+            .filter_map(|r| match &r.auth {
+                crate::config::RouteAuth::Protected(p) => p.resource_metadata.as_ref(),
+                crate::config::RouteAuth::Public => None,
+            })
+            .map(|m| (m.path.clone(), bytes::Bytes::from(m.document.clone())))
+            .collect();
         let identity_names = IdentityNames::new(
             routes
                 .iter()
@@ -112,6 +122,7 @@ impl Runtime {
             revocations,
             identity_names,
             tls,
+            resource_metadata,
         })
     }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::binding::{self, Sender};
+use super::extract::Scheme;
 use super::{AuthFailure, Authenticator, Identity};
 use crate::config::{Policy, RouteAuth};
 use crate::jwks::KeyCache;
@@ -32,6 +33,8 @@ pub struct Denied {
     pub failure: AuthFailure,
     /// The route's DPoP `algs`, when its challenges offer DPoP.
     dpop_algs: Option<Arc<str>>,
+    /// The route's RFC 9728 metadata URL, named in its challenges.
+    metadata: Option<Arc<str>>,
     /// A nonce for a `use_dpop_nonce` refusal.
     nonce: Option<String>,
 }
@@ -39,8 +42,11 @@ pub struct Denied {
 impl Denied {
     /// The refusal to render.
     pub fn refusal(&self) -> crate::response::Refusal<'_> {
-        self.failure
-            .refusal_on(self.dpop_algs.as_deref(), self.nonce.clone())
+        self.failure.refusal_on(
+            self.dpop_algs.as_deref(),
+            self.metadata.as_deref(),
+            self.nonce.clone(),
+        )
     }
 }
 
@@ -57,6 +63,10 @@ impl Authenticator {
         let RouteAuth::Protected(policy) = &route.config.auth else {
             return Ok(Admitted::default());
         };
+        // CONTRACT §8.7: a CORS preflight carries no credentials by design.
+        if policy.cors_preflight && is_preflight(request) {
+            return Ok(Admitted::default());
+        }
         let started = Instant::now();
         let outcome = self
             .authenticate(
@@ -74,11 +84,22 @@ impl Authenticator {
             client,
         };
         let bound = match (outcome.result, outcome.found) {
+            (Ok(_), Some(found))
+                if found.scheme() == Scheme::Cookie && !origin_ok(policy, request) =>
+            {
+                Err(AuthFailure::Csrf)
+            }
             (Ok(verified), Some(found)) => self
                 .bound(route, policy, &verified, found, &sender)
                 .await
                 .map(|nonce| (verified, nonce)),
             (Ok(_), None) => Err(AuthFailure::MissingToken),
+            // `optional`: no credentials is an anonymous request; invalid
+            // ones are still refused.
+            (Err(AuthFailure::MissingToken), _) if policy.optional => {
+                self.duration.observe(started.elapsed().as_secs_f64());
+                return Ok(Admitted::default());
+            }
             (Err(failure), _) => Err(failure),
         };
         self.duration.observe(started.elapsed().as_secs_f64());
@@ -114,9 +135,14 @@ impl Authenticator {
                     }),
                     _ => None,
                 };
+                let metadata = policy
+                    .resource_metadata
+                    .as_ref()
+                    .map(|m| m.url.as_str().into());
                 Err(Denied {
                     failure,
                     dpop_algs: self.route_dpop_algs[route.index].clone(),
+                    metadata,
                     nonce,
                 })
             }
@@ -153,6 +179,31 @@ impl Authenticator {
     fn issuers(&self, route: usize) -> impl Iterator<Item = &Arc<KeyCache>> {
         self.route_issuers[route].iter()
     }
+}
+
+/// A CORS preflight: `OPTIONS` with `Origin` and
+/// `Access-Control-Request-Method`.
+fn is_preflight(request: &http::request::Parts) -> bool {
+    request.method == http::Method::OPTIONS
+        && request.headers.contains_key(http::header::ORIGIN)
+        && request
+            .headers
+            .contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD)
+}
+
+/// Whether a cookie-authenticated request may go on: safe methods always,
+/// others only with an `Origin` the route allows.
+fn origin_ok(policy: &Policy, request: &http::request::Parts) -> bool {
+    use http::Method;
+    if matches!(request.method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return true;
+    }
+    let mut origins = request.headers.get_all(http::header::ORIGIN).iter();
+    let (Some(origin), None) = (origins.next(), origins.next()) else {
+        return false;
+    };
+    let origin = String::from_utf8_lossy(origin.as_bytes()).to_ascii_lowercase();
+    policy.allowed_origins.contains(&origin)
 }
 
 /// The `algs` a route's challenges offer DPoP with: its issuers' proof

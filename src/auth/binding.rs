@@ -58,7 +58,7 @@ pub async fn check(
                 .ok_or(AuthFailure::Malformed("cnf.jkt is not a string"))?;
             proof(token, jkt, issuer, sender, revocations).await?
         }
-        (Some(_), Scheme::Bearer) => {
+        (Some(_), Scheme::Bearer | Scheme::Cookie) => {
             return Err(AuthFailure::BindingMismatch {
                 why: "a DPoP-bound token must be sent with the DPoP scheme and a proof",
                 proof: false,
@@ -70,7 +70,7 @@ pub async fn check(
                 proof: false,
             });
         }
-        (None, Scheme::Bearer) => None,
+        (None, Scheme::Bearer | Scheme::Cookie) => None,
     };
     if policy.sender_constrained && jkt.is_none() && x5t.is_none() {
         return Err(AuthFailure::SenderConstraintRequired);

@@ -23,6 +23,9 @@ pub enum Scheme {
     Bearer,
     /// `Authorization: DPoP` (RFC 9449), with a `DPoP` proof header.
     Dpop,
+    /// A cookie (`token_from: cookie:NAME`): sent by browsers on cross-site
+    /// requests too, hence the origin check for unsafe methods.
+    Cookie,
 }
 
 impl<'r> Found<'r> {
@@ -138,7 +141,7 @@ fn from_cookie<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<Found<'h
     }
     match found {
         None | Some("") => Ok(None),
-        Some(token) => Ok(Some(Found(token.as_bytes(), Scheme::Bearer))),
+        Some(token) => Ok(Some(Found(token.as_bytes(), Scheme::Cookie))),
     }
 }
 

@@ -99,6 +99,10 @@ pub enum AuthFailure {
     /// The route takes sender-constrained tokens only.
     #[error("sender_constraint_required")]
     SenderConstraintRequired,
+    /// An unsafe request authenticated by a cookie without an allowed
+    /// `Origin` (CONTRACT §8.7).
+    #[error("csrf")]
+    Csrf,
 }
 
 /// Retry-After for introspection and revocation-store outages.
@@ -133,6 +137,7 @@ impl AuthFailure {
             AuthFailure::UseDpopNonce => "use_dpop_nonce",
             AuthFailure::BindingMismatch { .. } => "binding_mismatch",
             AuthFailure::SenderConstraintRequired => "sender_constraint_required",
+            AuthFailure::Csrf => "csrf",
         }
     }
 
@@ -140,9 +145,9 @@ impl AuthFailure {
     pub fn status(&self) -> StatusCode {
         match self {
             AuthFailure::InvalidRequest(_) => StatusCode::BAD_REQUEST,
-            AuthFailure::InsufficientScope { .. } | AuthFailure::ClaimMismatch(_) => {
-                StatusCode::FORBIDDEN
-            }
+            AuthFailure::InsufficientScope { .. }
+            | AuthFailure::ClaimMismatch(_)
+            | AuthFailure::Csrf => StatusCode::FORBIDDEN,
             AuthFailure::KeysUnavailable { .. }
             | AuthFailure::IntrospectionUnavailable
             | AuthFailure::RevocationUnavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -171,6 +176,7 @@ impl AuthFailure {
     fn error_code(&self) -> Option<&'static str> {
         match self {
             AuthFailure::MissingToken
+            | AuthFailure::Csrf
             | AuthFailure::KeysUnavailable { .. }
             | AuthFailure::IntrospectionUnavailable
             | AuthFailure::RevocationUnavailable => None,
@@ -242,6 +248,9 @@ impl AuthFailure {
             AuthFailure::SenderConstraintRequired => {
                 "this route takes only sender-constrained tokens (DPoP or a client certificate)"
             }
+            AuthFailure::Csrf => {
+                "a cookie-authenticated request with this method needs an allowed Origin"
+            }
         }
     }
 
@@ -272,7 +281,8 @@ impl AuthFailure {
             | AuthFailure::DpopReplay
             | AuthFailure::UseDpopNonce
             | AuthFailure::BindingMismatch { .. }
-            | AuthFailure::SenderConstraintRequired => None,
+            | AuthFailure::SenderConstraintRequired
+            | AuthFailure::Csrf => None,
         }
     }
 
@@ -280,7 +290,7 @@ impl AuthFailure {
     /// challenge, and on a route that announces DPoP (`dpop_algs`) a DPoP
     /// challenge with `algs` too. A proof failure is a DPoP challenge with
     /// the error alone.
-    pub fn challenge(&self, dpop_algs: Option<&str>) -> Option<String> {
+    pub fn challenge(&self, dpop_algs: Option<&str>, metadata: Option<&str>) -> Option<String> {
         let dpop = |error: bool| {
             let mut v = String::from("DPoP");
             let mut sep = " ";
@@ -301,7 +311,15 @@ impl AuthFailure {
         if self.is_proof_error() {
             return Some(dpop(true));
         }
-        let bearer = self.www_authenticate()?;
+        let mut bearer = self.www_authenticate()?;
+        if let Some(url) = metadata {
+            // RFC 9728 §5.1: where the client finds the resource's metadata.
+            bearer = bearer.replacen(
+                r#"realm="authgate""#,
+                &format!(r#"realm="authgate", resource_metadata="{url}""#),
+                1,
+            );
+        }
         Some(match dpop_algs {
             None => bearer,
             Some(_) => format!("{bearer}, {}", dpop(false)),
@@ -310,7 +328,7 @@ impl AuthFailure {
 
     /// The Bearer `WWW-Authenticate` value, if the answer carries one.
     pub fn www_authenticate(&self) -> Option<String> {
-        if self.retry_after().is_some() {
+        if self.retry_after().is_some() || matches!(self, AuthFailure::Csrf) {
             return None;
         }
         let mut v = String::from(r#"Bearer realm="authgate""#);
@@ -334,9 +352,14 @@ impl AuthFailure {
 
     /// This failure as a refusal on a route that announces DPoP with
     /// `dpop_algs`; `nonce` is sent as `DPoP-Nonce`.
-    pub fn refusal_on(&self, dpop_algs: Option<&str>, nonce: Option<String>) -> Refusal<'_> {
+    pub fn refusal_on(
+        &self,
+        dpop_algs: Option<&str>,
+        metadata: Option<&str>,
+        nonce: Option<String>,
+    ) -> Refusal<'_> {
         let mut refusal = self.refusal();
-        refusal.challenge = self.challenge(dpop_algs);
+        refusal.challenge = self.challenge(dpop_algs, metadata);
         refusal.dpop_nonce = nonce;
         refusal
     }
@@ -345,6 +368,7 @@ impl AuthFailure {
     pub fn refusal(&self) -> Refusal<'_> {
         let error = match self.error_code() {
             Some(code) => code,
+            None if matches!(self, AuthFailure::Csrf) => "csrf",
             None if self.retry_after().is_some() => "temporarily_unavailable",
             None => "unauthorized",
         };

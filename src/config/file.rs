@@ -170,6 +170,25 @@ pub struct PolicyFile {
     /// `required` or `optional` (default): tokens bound to a key (DPoP,
     /// certificate) only.
     pub sender_constrained: Option<String>,
+    /// Origins allowed to make unsafe requests authenticated by a cookie.
+    pub allowed_origins: Option<Vec<String>>,
+    /// `forward`: CORS preflights pass upstream without a token.
+    pub cors_preflight: Option<String>,
+    /// A request without credentials passes without identity headers.
+    pub optional: Option<bool>,
+    /// RFC 9728 protected-resource metadata.
+    pub resource_metadata: Option<ResourceMetadataFile>,
+}
+
+/// `routes[i].auth.resource_metadata:` (RFC 9728)
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceMetadataFile {
+    pub resource: String,
+    #[serde(default)]
+    pub authorization_servers: Vec<String>,
+    #[serde(default)]
+    pub scopes_supported: Vec<String>,
 }
 
 /// `routes[i].forward:`

@@ -423,6 +423,27 @@ pub struct Policy {
     /// `auth.sender_constrained: required`: only tokens bound to the
     /// sender's key (DPoP or a client certificate) pass.
     pub sender_constrained: bool,
+    /// Origins (`https://app.example`) allowed to make unsafe requests
+    /// authenticated by a cookie (CSRF protection).
+    pub allowed_origins: Vec<String>,
+    /// `cors_preflight: forward`: CORS preflights go upstream unauthenticated.
+    pub cors_preflight: bool,
+    /// `optional: true`: no credentials is no identity, not a refusal.
+    pub optional: bool,
+    /// RFC 9728 metadata served for this route, named in its challenges.
+    pub resource_metadata: Option<Box<ResourceMetadata>>,
+}
+
+/// `auth.resource_metadata` (RFC 9728), with where it is served.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResourceMetadata {
+    /// The metadata document (JSON).
+    pub document: String,
+    /// The path it is served at: `/.well-known/oauth-protected-resource`
+    /// before the resource's path (RFC 9728 §3.1).
+    pub path: String,
+    /// The whole URL, as the challenge's `resource_metadata` names it.
+    pub url: String,
 }
 
 /// `routes[i].auth`
@@ -431,7 +452,7 @@ pub enum RouteAuth {
     /// No authentication.
     Public,
     /// Authenticate with this policy.
-    Protected(Policy),
+    Protected(Box<Policy>),
 }
 
 /// The largest `leeway` an issuer may set (CONTRACT §8.1b).

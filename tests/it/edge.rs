@@ -38,7 +38,7 @@ routes:
   - name: browser
     match: {{ path_prefix: /app }}
     upstream: "{up}"
-    auth: {{ issuers: [idp], token_from: ["cookie:session"] }}
+    auth: {{ issuers: [idp], token_from: ["cookie:session"], allowed_origins: ["https://app.example"] }}
   - name: admin
     match: {{ host: admin.example, path_prefix: / }}
     upstream: "{up}"

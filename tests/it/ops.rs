@@ -36,7 +36,7 @@ routes:
   - name: api
     match: {{ path_prefix: /api }}
     upstream: "{up}"
-    auth: {{ issuers: [idp, internal], scopes_all: [read], token_from: [header, "cookie:session"] }}
+    auth: {{ issuers: [idp, internal], scopes_all: [read], token_from: [header, "cookie:session"], allowed_origins: ["https://app.example"] }}
   - name: keep
     match: {{ path_prefix: /keep }}
     upstream: "{up}"

@@ -16,10 +16,11 @@ use serde_yaml_ng::Value;
 
 use super::file::{
     AdminFile, DecisionsFile, DpopFile, ForwardFile, IssuerFile, MatchFile, PolicyFile,
-    RevocationFile, RouteFile, ServerFile, TopFile,
+    ResourceMetadataFile, RevocationFile, RouteFile, ServerFile, TopFile,
 };
 use super::*;
 
+mod browser;
 mod decisions;
 mod dpop;
 mod forward;

@@ -311,8 +311,19 @@ impl Validator<'_> {
         let claims = self.claim_constraints(path, f.claims, params);
         let token_from = self.token_sources(path, f.token_from);
         let sender_constrained = self.sender_constrained(path, f.sender_constrained.as_deref());
+        let browser = self.browser(
+            path,
+            f.allowed_origins.as_deref(),
+            f.cors_preflight.as_deref(),
+            f.optional,
+            &token_from,
+        );
+        let resource_metadata = f
+            .resource_metadata
+            .and_then(|m| self.resource_metadata(&join(path, "resource_metadata"), m))
+            .map(Box::new);
         (self.problems.len() == before).then_some({
-            RouteAuth::Protected(Policy {
+            RouteAuth::Protected(Box::new(Policy {
                 issuers: names,
                 audiences: f.audiences,
                 clients: f.clients,
@@ -321,7 +332,11 @@ impl Validator<'_> {
                 claims,
                 token_from,
                 sender_constrained,
-            })
+                allowed_origins: browser.0,
+                cors_preflight: browser.1,
+                optional: browser.2,
+                resource_metadata,
+            }))
         })
     }
 
