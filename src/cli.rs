@@ -57,11 +57,31 @@ pub enum Command {
         #[command(subcommand)]
         action: TokenCommand,
     },
+    /// API key helpers.
+    Key {
+        /// Key action.
+        #[command(subcommand)]
+        action: KeyCommand,
+    },
     /// DPoP client helpers: a key, its thumbprint, proofs (RFC 9449).
     Dpop {
         /// DPoP action.
         #[command(subcommand)]
         action: DpopCommand,
+    },
+}
+
+/// `authgate key …`
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Print a new random API key (256 bits) once, and its file entry (digest only).
+    New {
+        /// The key's subject (`sub`).
+        #[arg(long)]
+        subject: String,
+        /// Space-separated scopes.
+        #[arg(long, default_value = "")]
+        scopes: String,
     },
 }
 
@@ -127,6 +147,9 @@ pub fn run(cli: Cli) -> ExitCode {
             runtime().block_on(run_gateway(&cli.config))
         }
         Command::Dpop { action } => dpop(action),
+        Command::Key {
+            action: KeyCommand::New { subject, scopes },
+        } => new_key(&subject, &scopes),
         Command::Demo(args) => {
             logging::init(cli.log_format, &cli.log_level);
             runtime().block_on(crate::demo::run(args.ephemeral_ports))
@@ -242,6 +265,12 @@ fn watched_files(gateway: &Gateway, config: &Path) -> Vec<PathBuf> {
         files.push(tls.cert_file.clone());
         files.push(tls.key_file.clone());
         files.extend(tls.client_ca_file.clone());
+    }
+    // API key files reload like the config (CONTRACT §8.5).
+    for issuer in &gateway.runtime().config.issuers {
+        if let crate::config::KeySource::ApiKeys(path) = &issuer.keys {
+            files.push(path.clone());
+        }
     }
     files
 }
@@ -392,6 +421,23 @@ fn dpop(action: DpopCommand) -> ExitCode {
         }
         Err(e) => {
             eprintln!("authgate dpop: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn new_key(subject: &str, scopes: &str) -> ExitCode {
+    let scopes: Vec<String> = scopes.split_whitespace().map(str::to_owned).collect();
+    match crate::auth::api_keys::new_key(subject, &scopes) {
+        Ok((key, entry)) => {
+            println!("{key}");
+            println!();
+            println!("# the entry for the api_keys file (the key itself is not stored):");
+            print!("{entry}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("authgate key: {e}");
             ExitCode::FAILURE
         }
     }

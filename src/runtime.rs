@@ -111,7 +111,28 @@ impl Runtime {
             previous.map(|p| &p.forwarder),
             config.server.workers,
         )?;
-        let auth = Authenticator::new(&routes, &keys, &introspectors, revocations.clone(), metrics);
+        let mut api_keys = HashMap::new();
+        for issuer in &config.issuers {
+            if let crate::config::KeySource::ApiKeys(path) = &issuer.keys {
+                let loaded =
+                    crate::auth::api_keys::ApiKeys::load(path, &issuer.name).map_err(|e| {
+                        ConfigProblem::new(
+                            &format!("issuers.{}.api_keys.file", issuer.name),
+                            e,
+                            "a YAML list of {sha256, subject, ...} entries",
+                        )
+                    })?;
+                api_keys.insert(issuer.name.clone(), Arc::new(loaded));
+            }
+        }
+        let auth = Authenticator::new(
+            &routes,
+            &keys,
+            &introspectors,
+            &api_keys,
+            revocations.clone(),
+            metrics,
+        );
         Ok(Self {
             config,
             routes: RouteTable::new(routes),

@@ -64,6 +64,7 @@ pub fn extract<'r>(
         let found = match source {
             TokenSource::Header => from_header(headers)?,
             TokenSource::Cookie(name) => from_cookie(headers, name)?,
+            TokenSource::NamedHeader(name) => from_named(headers, name)?,
         };
         if let Some(token) = found {
             return Ok(token);
@@ -119,6 +120,29 @@ fn from_header(headers: &HeaderMap) -> Result<Option<Found<'_>>, AuthFailure> {
         ));
     }
     Ok(Some(Found(token, scheme)))
+}
+
+/// A credential sent as the whole value of its own header (API keys).
+fn from_named<'h>(
+    headers: &'h HeaderMap,
+    name: &http::HeaderName,
+) -> Result<Option<Found<'h>>, AuthFailure> {
+    let mut values = headers.get_all(name).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(AuthFailure::InvalidRequest(
+            "the credential header is sent more than once",
+        ));
+    }
+    let key = value.as_bytes().trim_ascii();
+    if key.is_empty() {
+        return Err(AuthFailure::InvalidRequest(
+            "the credential header is empty",
+        ));
+    }
+    Ok(Some(Found(key, Scheme::Bearer)))
 }
 
 fn from_cookie<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<Found<'h>>, AuthFailure> {

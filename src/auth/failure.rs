@@ -26,6 +26,9 @@ pub enum AuthFailure {
     /// No key with the token's kid (after at most one refresh).
     #[error("unknown_kid")]
     UnknownKid,
+    /// No API key of the route's issuers has this digest.
+    #[error("unknown_key")]
+    UnknownKey,
     /// `alg` outside the issuer's list, or not fitting the key.
     #[error("algorithm_not_allowed")]
     AlgorithmNotAllowed,
@@ -117,6 +120,7 @@ impl AuthFailure {
             AuthFailure::Malformed(_) => "malformed",
             AuthFailure::BadSignature => "bad_signature",
             AuthFailure::UnknownKid => "unknown_kid",
+            AuthFailure::UnknownKey => "unknown_key",
             AuthFailure::AlgorithmNotAllowed => "algorithm_not_allowed",
             AuthFailure::Expired => "expired",
             AuthFailure::NotYetValid(_) => "not_yet_valid",
@@ -155,6 +159,7 @@ impl AuthFailure {
             | AuthFailure::Malformed(_)
             | AuthFailure::BadSignature
             | AuthFailure::UnknownKid
+            | AuthFailure::UnknownKey
             | AuthFailure::AlgorithmNotAllowed
             | AuthFailure::Expired
             | AuthFailure::NotYetValid(_)
@@ -187,6 +192,7 @@ impl AuthFailure {
             AuthFailure::Malformed(_)
             | AuthFailure::BadSignature
             | AuthFailure::UnknownKid
+            | AuthFailure::UnknownKey
             | AuthFailure::AlgorithmNotAllowed
             | AuthFailure::Expired
             | AuthFailure::NotYetValid(_)
@@ -225,6 +231,7 @@ impl AuthFailure {
             AuthFailure::Malformed(what) => what,
             AuthFailure::BadSignature => "token signature is invalid",
             AuthFailure::UnknownKid => "token signing key is not known to the issuer",
+            AuthFailure::UnknownKey => "the API key is not known",
             AuthFailure::AlgorithmNotAllowed => "token algorithm is not allowed for this issuer",
             AuthFailure::Expired => "token expired",
             AuthFailure::NotYetValid(what) => what,
@@ -266,6 +273,7 @@ impl AuthFailure {
             | AuthFailure::Malformed(_)
             | AuthFailure::BadSignature
             | AuthFailure::UnknownKid
+            | AuthFailure::UnknownKey
             | AuthFailure::AlgorithmNotAllowed
             | AuthFailure::Expired
             | AuthFailure::NotYetValid(_)

@@ -84,6 +84,14 @@ pub struct IssuerFile {
     pub jwks_cache: Option<JwksCacheFile>,
     pub introspection: Option<IntrospectionFile>,
     pub dpop: Option<DpopFile>,
+    pub api_keys: Option<ApiKeysFile>,
+}
+
+/// `issuers.NAME.api_keys:` (CONTRACT §8.5)
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeysFile {
+    pub file: String,
 }
 
 /// `issuers.NAME.dpop:` (RFC 9449 proofs, CONTRACT §8.4)

@@ -259,6 +259,8 @@ pub enum KeySource {
     Hmac(Secret),
     /// No keys: opaque tokens are checked by RFC 7662 introspection.
     IntrospectionOnly,
+    /// API keys looked up by their SHA-256 in this file (CONTRACT §8.5).
+    ApiKeys(PathBuf),
 }
 
 /// `issuers.NAME.introspection:`
@@ -392,6 +394,9 @@ pub enum TokenSource {
     Header,
     /// A cookie of this name.
     Cookie(String),
+    /// A header of this name holding the credential as it is
+    /// (`header:X-Api-Key`).
+    NamedHeader(http::HeaderName),
 }
 
 /// A claim constraint's expected value.

@@ -138,8 +138,12 @@ pub fn rewrite_request(headers: &mut HeaderMap, r: Rewrite<'_>) {
         headers.remove(header::AUTHORIZATION);
         headers.remove(HeaderName::from_static("dpop"));
         for source in r.token_from {
-            if let TokenSource::Cookie(name) = source {
-                strip_cookie(headers, name);
+            match source {
+                TokenSource::Cookie(name) => strip_cookie(headers, name),
+                TokenSource::NamedHeader(name) => {
+                    headers.remove(name);
+                }
+                TokenSource::Header => {}
             }
         }
     }

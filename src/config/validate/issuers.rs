@@ -38,6 +38,8 @@ impl Validator<'_> {
     ) -> Option<IssuerConfig> {
         let issuer = match &f.issuer {
             Some(i) if !i.is_empty() => i.clone(),
+            // An API key's `iss` is the issuer's name (CONTRACT §8.5).
+            None if f.api_keys.is_some() => name.clone(),
             _ => {
                 self.problem(
                     &join(path, "issuer"),
@@ -47,7 +49,7 @@ impl Validator<'_> {
                 String::new()
             }
         };
-        let introspection_only = f.introspection.is_some()
+        let introspection_only = (f.introspection.is_some() || f.api_keys.is_some())
             && f.jwks_uri.is_none()
             && f.discovery != Some(true)
             && f.jwks_file.is_none()
@@ -63,7 +65,7 @@ impl Validator<'_> {
                 self.problem(
                     path,
                     "no key source",
-                    "one of jwks_uri, discovery: true, jwks_file, hmac_secret_env or introspection",
+                    "one of jwks_uri, discovery: true, jwks_file, hmac_secret_env, api_keys or introspection",
                 );
                 KeySource::IntrospectionOnly
             }
@@ -145,6 +147,14 @@ impl Validator<'_> {
         if let Some(file) = &f.jwks_file {
             let p = self.file(&join(path, "jwks_file"), file);
             sources.push(("jwks_file", KeySource::JwksFile(p)));
+        }
+        if let Some(keys) = &f.api_keys {
+            let at = join(path, "api_keys.file");
+            let p = self.file(&at, &keys.file);
+            if self.problems.iter().all(|pr| pr.path != at) {
+                self.api_keys_file(&at, &p);
+            }
+            sources.push(("api_keys", KeySource::ApiKeys(p)));
         }
         if let Some(var) = &f.hmac_secret_env {
             let secret = self.hmac_secret(&join(path, "hmac_secret_env"), var);
@@ -307,6 +317,28 @@ impl Validator<'_> {
                     "HS256, HS384 or HS512",
                 ),
                 _ => {}
+            }
+        }
+    }
+
+    /// Reads an API key file as `run` will (so `check` names its problems),
+    /// and lints one that others than its owner may read.
+    fn api_keys_file(&mut self, at: &str, path: &Path) {
+        if let Err(e) = crate::auth::api_keys::ApiKeys::load(path, "check") {
+            self.problem(at, e, "a YAML list of {sha256, subject, ...} entries");
+            return;
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            if let Ok(meta) = std::fs::metadata(path) {
+                if meta.permissions().mode() & 0o077 != 0 {
+                    self.lint(
+                        at,
+                        "readable by others than its owner",
+                        "chmod 600 (the digests let anyone test guesses offline)",
+                    );
+                }
             }
         }
     }

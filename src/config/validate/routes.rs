@@ -401,7 +401,8 @@ impl Validator<'_> {
                 for c in chosen {
                     // Only an issuer with no keys at all is exempt: one
                     // that also verifies JWTs would pass them with any `aud`.
-                    let jwt_issuer = !matches!(c.keys, KeySource::IntrospectionOnly);
+                    let jwt_issuer =
+                        !matches!(c.keys, KeySource::IntrospectionOnly | KeySource::ApiKeys(_));
                     if c.audiences.is_empty() && jwt_issuer {
                         self.problem(
                             &join(path, "audiences"),
@@ -475,10 +476,25 @@ impl Validator<'_> {
                 c if c.starts_with("cookie:") && c.len() > 7 => {
                     token_from.push(TokenSource::Cookie(c[7..].to_owned()))
                 }
+                h if h.starts_with("header:") => {
+                    match http::HeaderName::from_bytes(&h.as_bytes()[7..]) {
+                        Ok(name)
+                            if name != http::header::AUTHORIZATION
+                                && name != http::header::COOKIE =>
+                        {
+                            token_from.push(TokenSource::NamedHeader(name))
+                        }
+                        _ => self.problem(
+                            &format!("{path}.token_from[{i}]"),
+                            format!("{h:?} does not name a usable header"),
+                            "header:X-Api-Key (Authorization is `header`, cookies `cookie:NAME`)",
+                        ),
+                    }
+                }
                 other => self.problem(
                     &format!("{path}.token_from[{i}]"),
                     format!("unknown token source {other:?}"),
-                    "header or cookie:NAME",
+                    "header, header:NAME or cookie:NAME",
                 ),
             }
         }
