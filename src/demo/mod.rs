@@ -52,21 +52,26 @@ async fn start(ephemeral: bool) -> Result<(Running, String), String> {
     tokio::spawn(demo_issuer.clone().serve(issuer_listener));
     tokio::spawn(echo::serve(echo_listener));
 
+    // An API key for the partners route: only its digest goes to the file.
+    let (api_key, entry) = crate::auth::api_keys::new_key("partner-acme", &["orders:read".into()])?;
+    let dir = std::env::temp_dir().join(format!("authgate-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let keys = dir.join("api-keys.yaml");
+    std::fs::write(&keys, entry).map_err(|e| format!("{}: {e}", keys.display()))?;
     let yaml = demo_config(ephemeral, issuer_addr, echo_addr);
-    let loaded =
-        crate::config::parse(&yaml, std::path::Path::new("."), &|_| None).map_err(|p| {
-            p.iter()
-                .map(|p| p.to_string())
-                .collect::<Vec<_>>()
-                .join("\n")
-        })?;
+    let loaded = crate::config::parse(&yaml, &dir, &|_| None).map_err(|p| {
+        p.iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    })?;
     let running = Running::start(loaded.config)
         .await
         .map_err(|e| e.to_string())?;
     let gw = running.proxy_addr;
     let admin = running.admin_addr;
     let token = demo_issuer.mint("alice", "orders:read", 3600, Some("acme"), None);
-    let banner = banner(gw, admin, issuer_addr, echo_addr, &token);
+    let banner = banner(gw, admin, issuer_addr, echo_addr, &token, &api_key);
     Ok((running, banner))
 }
 
@@ -89,6 +94,8 @@ issuers:
     max_lifetime: 1h
     required_claims: [exp, iat, sub]
     dpop: {{ algorithms: [ES256, EdDSA] }}
+  partner-keys:
+    api_keys: {{ file: api-keys.yaml }}
 routes:
   - name: health
     match: {{ path: /health, methods: [GET] }}
@@ -107,6 +114,13 @@ routes:
     auth:
       issuers: [demo]
       scopes_all: [orders:read]
+  - name: partners
+    match: {{ path_prefix: /partners }}
+    upstream: "http://{echo_addr}"
+    auth:
+      issuers: [partner-keys]
+      scopes_all: [orders:read]
+      token_from: ["header:X-Api-Key"]
   - name: echo-grpc
     match: {{ path_prefix: /demo.Echo }}
     upstream: "h2c://{echo_addr}"
@@ -124,6 +138,7 @@ fn banner(
     issuer_addr: SocketAddr,
     echo_addr: SocketAddr,
     token: &str,
+    api_key: &str,
 ) -> String {
     // The DPoP lines call this very binary, wherever it was built.
     let exe = std::env::current_exe()
@@ -133,7 +148,7 @@ fn banner(
         r#"
 authgate demo is running (Ctrl-C stops everything)
   gateway   http://{gw}      routes: /orders (scope orders:read), /tenants/{{tenant}}/orders, /health (public),
-                                  /demo.Echo/* (gRPC over h2c, scope orders:read)
+                                  /demo.Echo/* (gRPC over h2c, scope orders:read), /partners (API key)
   issuer    http://{issuer_addr}      JWKS at /jwks.json, tokens at /token?sub=&scope=&ttl=&tenant=&dpop_jkt=
   upstream  http://{echo_addr}      echoes back what it receives
   admin     http://{admin}      /healthz /readyz /metrics
@@ -168,6 +183,10 @@ curl -si --http2-prior-knowledge -H 'content-type: application/grpc' --data-bina
 {exe} dpop key --out /tmp/authgate-demo-dpop.pem
 DPOP_TOKEN=$(curl -s "http://{issuer_addr}/token?sub=alice&scope=orders:read&dpop_jkt=$({exe} dpop jkt --key /tmp/authgate-demo-dpop.pem)")
 curl -s -H "Authorization: DPoP $DPOP_TOKEN" -H "DPoP: $({exe} dpop proof --key /tmp/authgate-demo-dpop.pem --url http://{gw}/orders/42 --token $DPOP_TOKEN)" http://{gw}/orders/42
+
+# An API key (stored as its SHA-256 only; `authgate key new` makes more):
+API_KEY={api_key}
+curl -s -H "X-Api-Key: $API_KEY" http://{gw}/partners/orders
 
 # metrics
 curl -s http://{admin}/metrics | grep authgate_

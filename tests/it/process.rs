@@ -314,6 +314,21 @@ async fn the_demo_works_end_to_end() {
         .unwrap();
     let echoed = String::from_utf8_lossy(&out.stdout);
     assert!(echoed.contains(r#""x-auth-subject": "alice""#), "{echoed}");
+    // The printed API key and its curl line.
+    let at = lines
+        .iter()
+        .position(|l| l.starts_with("API_KEY="))
+        .unwrap();
+    let out = std::process::Command::new("bash")
+        .args(["-c", &lines[at..at + 2].join("\n")])
+        .output()
+        .unwrap();
+    let echoed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        echoed.contains(r#""x-auth-subject": "partner-acme""#),
+        "{echoed}"
+    );
+    assert!(!echoed.contains("x-api-key"), "{echoed}");
     signal(&child, "INT");
     let status = wait_exit(&mut child).await;
     let mut err = String::new();
