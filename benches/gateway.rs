@@ -225,6 +225,7 @@ fn rewrite(c: &mut Criterion) {
                         client: client.clone(),
                         forwarded_host: Some(HeaderValue::from_static("api.example.com")),
                         upstream_host: &route.upstream.as_ref().unwrap().host,
+                        phantom: None,
                     },
                 );
                 headers

@@ -115,6 +115,7 @@ async fn one(rt: &Runtime, incoming: &HeaderMap, client: &ClientInfo) -> bool {
             client: client.clone(),
             forwarded_host: host.as_ref().map(routing::RequestHost::header),
             upstream_host: &route.config.upstream.as_ref().unwrap().host,
+            phantom: None,
         },
     );
     black_box(headers.len()) > 0

@@ -208,12 +208,21 @@ async fn proxy_request(
         Err(refused) => return refused,
     };
     let identity = admitted.identity;
+    let phantom = admitted.phantom;
     let uri = match forward::upstream_uri(&path, parts.uri.query()) {
         Ok(uri) => uri,
         Err(e) => return response::refuse(e.refusal()),
     };
     parts.uri = uri;
-    rewrite(rt, route, &identity, client, host.as_ref(), &mut parts);
+    rewrite(
+        rt,
+        route,
+        &identity,
+        client,
+        host.as_ref(),
+        phantom.as_deref(),
+        &mut parts,
+    );
     // CONTRACT §8.2: a gRPC client's deadline lowers the route's timeout.
     let (timeout, deadline) = match grpc.then(|| response::grpc::timeout(&parts.headers)) {
         Some(Err(())) => return response::bad_request(&"grpc-timeout is malformed"),
@@ -324,6 +333,7 @@ fn rewrite(
     identity: &Identity,
     client: ClientInfo,
     host: Option<&RequestHost>,
+    phantom: Option<&str>,
     parts: &mut http::request::Parts,
 ) {
     let token_from = match &route.config.auth {
@@ -346,6 +356,7 @@ fn rewrite(
             client,
             forwarded_host: host.map(RequestHost::header),
             upstream_host,
+            phantom,
         },
     );
 }

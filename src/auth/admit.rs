@@ -24,6 +24,9 @@ pub struct Admitted {
     pub identity: Identity,
     /// `DPoP-Nonce` to send with the answer.
     pub dpop_nonce: Option<String>,
+    /// The signed JWT to send upstream in place of the opaque token
+    /// (`forward.authorization: jwt`).
+    pub phantom: Option<Arc<str>>,
 }
 
 /// A request refused: why, and how the route's challenge reads.
@@ -112,9 +115,14 @@ impl Authenticator {
                     .get("sub")
                     .and_then(|s| s.as_str())
                     .map(str::to_owned);
+                let phantom = match route.config.forward.phantom_jwt {
+                    true => verified.phantom.clone(),
+                    false => None,
+                };
                 Ok(Admitted {
                     identity: verified.identity_headers(route.index, &route.config.forward.headers),
                     dpop_nonce,
+                    phantom,
                 })
             }
             Err(failure) => {

@@ -112,6 +112,7 @@ fn verified(issuer: &Arc<str>, digest: [u8; 32], e: Entry) -> Verified {
         exp: e.expires_at.map_or(f64::MAX, |t| t as f64),
         digest,
         identity: OnceLock::new(),
+        phantom: None,
     }
 }
 

@@ -66,6 +66,10 @@ enum CallError {
     TooLarge,
     #[error("answer is not a JSON object with a boolean \"active\"")]
     Invalid,
+    /// `response: jwt` and the answer is not a JWT signed by the issuer's
+    /// keys (RFC 9701): never a pass.
+    #[error("signed answer refused: {0}")]
+    Unsigned(&'static str),
 }
 
 /// Introspects opaque tokens for one issuer.
@@ -137,10 +141,11 @@ impl Introspector {
         &self,
         token: BearerToken<'_>,
         digest: [u8; 32],
+        keys: Option<&crate::jwks::KeyCache>,
     ) -> Result<Arc<Verified>, AuthFailure> {
         let answer = self
             .answers
-            .try_get_with(digest, self.call(token, digest))
+            .try_get_with(digest, self.call(token, digest, keys))
             .await
             .map_err(|e| {
                 tracing::warn!(issuer = %self.issuer.name, error = %e, "token introspection failed");
@@ -157,7 +162,16 @@ impl Introspector {
         }
     }
 
-    async fn call(&self, token: BearerToken<'_>, digest: [u8; 32]) -> Result<Answer, CallError> {
+    async fn call(
+        &self,
+        token: BearerToken<'_>,
+        digest: [u8; 32],
+        keys: Option<&crate::jwks::KeyCache>,
+    ) -> Result<Answer, CallError> {
+        let accept = match self.config.signed {
+            true => "application/token-introspection+jwt",
+            false => "application/json",
+        };
         let body = format!(
             "token={}&token_type_hint=access_token",
             form_encode(token.0.as_bytes())
@@ -166,7 +180,7 @@ impl Introspector {
             .client
             .post(&self.config.endpoint)
             .header(header::AUTHORIZATION, self.authorization.clone())
-            .header(header::ACCEPT, "application/json")
+            .header(header::ACCEPT, accept)
             .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
             .body(body)
             .send()
@@ -186,18 +200,70 @@ impl Introspector {
             }
             bytes.extend_from_slice(&chunk);
         }
-        let mut claims: Map<String, Value> =
-            serde_json::from_slice(&bytes).map_err(|_| CallError::Invalid)?;
+        let (mut claims, phantom) = match self.config.signed {
+            false => (
+                serde_json::from_slice(&bytes).map_err(|_| CallError::Invalid)?,
+                None,
+            ),
+            true => {
+                let jwt = String::from_utf8(bytes).map_err(|_| CallError::Unsigned("not text"))?;
+                let jwt = jwt.trim().to_owned();
+                let claims = self.signed_claims(&jwt, keys).await?;
+                (claims, Some(Arc::<str>::from(jwt)))
+            }
+        };
         let active = claims.remove("active").and_then(|a| a.as_bool());
         match active {
             None => Err(CallError::Invalid),
             Some(false) => Ok(Answer::Inactive),
-            Some(true) => Ok(self.active(claims, digest)),
+            Some(true) => Ok(self.active(claims, digest, phantom)),
+        }
+    }
+
+    /// The `token_introspection` claims of an RFC 9701 answer, once its
+    /// signature by the issuer's keys, its `typ` and its `iss` are checked.
+    async fn signed_claims(
+        &self,
+        jwt: &str,
+        keys: Option<&crate::jwks::KeyCache>,
+    ) -> Result<Map<String, Value>, CallError> {
+        let keys = keys.ok_or(CallError::Unsigned("the issuer has no keys"))?;
+        let jws = crate::auth::token::parse(jwt).map_err(|_| CallError::Unsigned("not a JWS"))?;
+        let typ = jws.header.typ.as_deref().map(crate::config::normalise_typ);
+        if typ.as_deref() != Some("token-introspection+jwt") {
+            return Err(CallError::Unsigned("typ is not token-introspection+jwt"));
+        }
+        let alg = jws
+            .header
+            .alg
+            .filter(|a| self.issuer.algorithms.contains(a))
+            .ok_or(CallError::Unsigned("alg is not one of the issuer's"))?;
+        let key = keys
+            .key_for(jws.header.kid.as_deref(), alg)
+            .await
+            .map_err(|_| CallError::Unsigned("no key of the issuer has its kid"))?;
+        if !key.fits(alg)
+            || jws.signature_len != key.signature_len(alg)
+            || !key.verifies(alg, jws.signing_input.as_bytes(), jws.signature_b64)
+        {
+            return Err(CallError::Unsigned("bad signature"));
+        }
+        if jws.claims.get("iss").and_then(Value::as_str) != Some(self.issuer.issuer.as_str()) {
+            return Err(CallError::Unsigned("iss is not the issuer"));
+        }
+        match jws.claims.get("token_introspection") {
+            Some(Value::Object(inner)) => Ok(inner.clone()),
+            _ => Err(CallError::Invalid),
         }
     }
 
     /// An active answer, checked like a JWT's claims where it says enough.
-    fn active(&self, claims: Map<String, Value>, digest: [u8; 32]) -> Answer {
+    fn active(
+        &self,
+        claims: Map<String, Value>,
+        digest: [u8; 32],
+        phantom: Option<Arc<str>>,
+    ) -> Answer {
         // RFC 7662 makes `iss` optional; when present it must be ours.
         let iss = claims.get("iss").map(|v| v.as_str());
         if iss.is_some_and(|i| i != Some(self.issuer.issuer.as_str())) {
@@ -215,6 +281,7 @@ impl Introspector {
             exp,
             digest,
             identity: Default::default(),
+            phantom,
         }))
     }
 }

@@ -316,7 +316,13 @@ impl Authenticator {
     ) -> ([u8; 32], Result<Arc<Verified>, AuthFailure>) {
         let digest = token.digest();
         let result = match introspected {
-            Some(i) => i.introspector.introspect(token, digest).await,
+            Some(i) => {
+                let name = &i.introspector.issuer().name;
+                let keys = issuers.iter().find(|k| k.issuer().name == *name);
+                i.introspector
+                    .introspect(token, digest, keys.map(|k| &**k))
+                    .await
+            }
             None => self.verify(token, digest, issuers).await,
         };
         (digest, result)
@@ -377,6 +383,7 @@ mod tests {
             exp: verify::now() + 3600.0,
             digest: [0; 32],
             identity: OnceLock::new(),
+            phantom: None,
         })
     }
 

@@ -33,6 +33,9 @@ pub struct Verified {
     /// The identity headers last rendered from these claims, and for which
     /// route: a cached token on the same route reuses them.
     pub identity: OnceLock<(usize, Identity)>,
+    /// The authorization server's signed JWT an introspection answered with
+    /// (RFC 9701), sent upstream by `forward.authorization: jwt`.
+    pub phantom: Option<Arc<str>>,
 }
 
 impl Verified {
@@ -102,6 +105,7 @@ pub async fn verify(
         exp,
         digest,
         identity: OnceLock::new(),
+        phantom: None,
     })
 }
 
@@ -176,6 +180,7 @@ mod tests {
             exp: f64::INFINITY,
             digest: [0; 32],
             identity: OnceLock::new(),
+            phantom: None,
         };
         let subject = [(HeaderName::from_static("x-auth-subject"), "sub".to_owned())];
         let tenant = [(

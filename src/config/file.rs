@@ -124,6 +124,8 @@ pub struct IntrospectionFile {
     pub cache_ttl: Option<String>,
     /// Extension: time allowed for one introspection call.
     pub timeout: Option<String>,
+    /// `json` (RFC 7662, the default) or `jwt` (RFC 9701, signed).
+    pub response: Option<String>,
 }
 
 /// `revocation:`

@@ -276,6 +276,9 @@ pub struct IntrospectionConfig {
     pub cache_ttl: Duration,
     /// Time allowed for one call, connect included.
     pub timeout: Duration,
+    /// `response: jwt`: answers are RFC 9701 JWTs signed with the issuer's
+    /// keys (phantom tokens).
+    pub signed: bool,
 }
 
 /// `issuers.NAME.jwks_cache:`
@@ -470,6 +473,9 @@ pub struct ForwardConfig {
     pub headers: Vec<(HeaderName, String)>,
     /// Forward the client's `Authorization` header.
     pub keep_authorization: bool,
+    /// `authorization: jwt`: send the introspection answer's signed JWT
+    /// upstream in place of the opaque token (phantom tokens).
+    pub phantom_jwt: bool,
     /// Time allowed for the upstream's response headers.
     pub timeout: Duration,
     /// Time allowed to connect.

@@ -128,6 +128,9 @@ pub struct Rewrite<'a> {
     pub forwarded_host: Option<HeaderValue>,
     /// `Host` for the upstream.
     pub upstream_host: &'a HeaderValue,
+    /// The authorization server's signed JWT to send as the credential
+    /// (`forward.authorization: jwt`).
+    pub phantom: Option<&'a str>,
 }
 
 /// Rewrites a request's headers for the upstream.
@@ -160,6 +163,14 @@ pub fn rewrite_request(headers: &mut HeaderMap, r: Rewrite<'_>) {
         headers.insert(X_REQUEST_ID, new_request_id());
     }
     headers.insert(header::HOST, r.upstream_host.clone());
+    // CONTRACT §8.6: the upstream gets the authorization server's own JWT,
+    // byte for byte, and can verify it without calling anyone.
+    if let Some(jwt) = r.phantom {
+        if let Ok(mut v) = HeaderValue::try_from(format!("Bearer {jwt}")) {
+            v.set_sensitive(true);
+            headers.insert(header::AUTHORIZATION, v);
+        }
+    }
     // RFC 9440: the certificate rustls verified (a client's own
     // `Client-Cert` was removed with the routing overrides above).
     if r.forward.client_cert {
@@ -294,6 +305,7 @@ mod tests {
             ca_file: None,
             max_connections: 256,
             client_cert: false,
+            phantom_jwt: false,
         }
     }
 
@@ -345,6 +357,7 @@ mod tests {
                 client: client(),
                 forwarded_host: Some(HeaderValue::from_static("api.example.com")),
                 upstream_host: &upstream,
+                phantom: None,
             },
         );
         let mut names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
@@ -397,6 +410,7 @@ mod tests {
                 client: client(),
                 forwarded_host: None,
                 upstream_host: &upstream,
+                phantom: None,
             },
         );
         assert_eq!(h["authorization"], "Bearer abc");

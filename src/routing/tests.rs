@@ -31,6 +31,7 @@ fn route(
             ca_file: None,
             max_connections: 256,
             client_cert: false,
+            phantom_jwt: false,
         },
     }
 }

@@ -21,6 +21,7 @@ mod jwt;
 mod keepalive;
 mod limits;
 mod ops;
+mod phantom;
 mod pool;
 mod process;
 mod properties;

@@ -196,6 +196,7 @@ proptest! {
                 client: ClientInfo::new("10.0.0.1".parse().unwrap(), false),
                 forwarded_host: None,
                 upstream_host: &route.upstream.as_ref().unwrap().host,
+                phantom: None,
             },
         );
         for (name, value) in &headers {

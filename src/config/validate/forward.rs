@@ -31,22 +31,25 @@ impl Validator<'_> {
                 }
             }
         }
-        let keep_authorization = match f.authorization.as_deref().unwrap_or("strip") {
-            "strip" => false,
-            "keep" => true,
+        let (keep_authorization, phantom_jwt) = match f.authorization.as_deref().unwrap_or("strip")
+        {
+            "strip" => (false, false),
+            "keep" => (true, false),
+            "jwt" => (false, true),
             other => {
                 self.problem(
                     &join(path, "authorization"),
                     format!("unknown choice {other:?}"),
-                    "strip or keep",
+                    "strip, keep or jwt",
                 );
-                false
+                (false, false)
             }
         };
         ForwardConfig {
             client_cert: f.client_cert.unwrap_or(false),
             headers,
             keep_authorization,
+            phantom_jwt,
             timeout: self.duration(
                 &join(path, "timeout"),
                 f.timeout.as_deref(),

@@ -260,7 +260,20 @@ impl Validator<'_> {
                 "an https URL",
             );
         }
+        let signed = match i.response.as_deref() {
+            None | Some("json") => false,
+            Some("jwt") => true,
+            Some(other) => {
+                self.problem(
+                    &join(&at, "response"),
+                    format!("unknown choice {other:?}"),
+                    "json or jwt",
+                );
+                false
+            }
+        };
         IntrospectionConfig {
+            signed,
             endpoint: i.endpoint,
             client_id: i.client_id,
             client_secret: Secret(i.client_secret.into_bytes()),

@@ -97,6 +97,21 @@ impl Validator<'_> {
         let forward = f.forward.unwrap_or_default();
         let protocol = forward.protocol.clone();
         let forward = self.forward(&join(path, "forward"), forward);
+        if forward.phantom_jwt {
+            let signed = |n: &String| {
+                issuers
+                    .iter()
+                    .any(|i| i.name == *n && i.introspection.as_ref().is_some_and(|c| c.signed))
+            };
+            let ok = matches!(&auth, Some(RouteAuth::Protected(p)) if p.issuers.iter().any(signed));
+            if !ok {
+                self.problem(
+                    &join(path, "forward.authorization"),
+                    "jwt needs an issuer of the route with introspection.response: jwt",
+                    "strip or keep, or an issuer whose introspection answers are signed",
+                );
+            }
+        }
         if let Some(up) = &mut upstream {
             self.protocol(&join(path, "forward.protocol"), protocol.as_deref(), up);
         }
