@@ -9,8 +9,6 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
 use bytes::Bytes;
@@ -41,46 +39,15 @@ pub const MAX_CONNECTIONS: usize = 64;
 /// (the same rule as on the proxy port), and at most [`MAX_CONNECTIONS`]
 /// are served at once.
 pub async fn listen(gateway: Arc<Gateway>, listener: TcpListener) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        let (tcp, _) = match listener.accept().await {
-            Ok(x) => x,
-            Err(_) => {
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let gateway = gateway.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
-            let read_timeout = gateway.runtime().config.server.header_read_timeout;
-            let service = service_fn(move |req| {
-                let gateway = gateway.clone();
-                async move { Ok::<_, Infallible>(answer(&gateway, req).await) }
-            });
-            let mut builder = auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(read_timeout);
-            // A connection that never sends a byte (or an HTTP/2 preface
-            // and nothing else) is closed after the same time.
-            let first_bytes = async {
-                let mut byte = [0u8; 1];
-                tcp.peek(&mut byte).await
-            };
-            if !matches!(
-                tokio::time::timeout(read_timeout, first_bytes).await,
-                Ok(Ok(1..))
-            ) {
-                return;
-            }
-            let _ = builder.serve_connection(TokioIo::new(tcp), service).await;
-        });
-    }
+    let served = gateway.clone();
+    crate::server::side::serve(gateway, listener, MAX_CONNECTIONS, move |_peer| {
+        let gateway = served.clone();
+        service_fn(move |req| {
+            let gateway = gateway.clone();
+            async move { Ok::<_, Infallible>(answer(&gateway, req).await) }
+        })
+    })
+    .await;
 }
 
 async fn answer(gateway: &Gateway, req: Request<Incoming>) -> Response<Body> {

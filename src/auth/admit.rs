@@ -143,14 +143,10 @@ impl Authenticator {
                     }),
                     _ => None,
                 };
-                let metadata = policy
-                    .resource_metadata
-                    .as_ref()
-                    .map(|m| m.url.as_str().into());
                 Err(Denied {
                     failure,
                     dpop_algs: self.route_dpop_algs[route.index].clone(),
-                    metadata,
+                    metadata: self.route_metadata[route.index].clone(),
                     nonce,
                 })
             }

@@ -80,16 +80,6 @@ impl ApiKeys {
             false => Ok(found.clone()),
         })
     }
-
-    /// Keys held.
-    pub fn len(&self) -> usize {
-        self.by_digest.len()
-    }
-
-    /// True when the file lists none.
-    pub fn is_empty(&self) -> bool {
-        self.by_digest.is_empty()
-    }
 }
 
 /// The claims a key stands for: `sub`, `client_id`, `scope`, `iss` (the

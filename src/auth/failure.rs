@@ -319,15 +319,7 @@ impl AuthFailure {
         if self.is_proof_error() {
             return Some(dpop(true));
         }
-        let mut bearer = self.www_authenticate()?;
-        if let Some(url) = metadata {
-            // RFC 9728 §5.1: where the client finds the resource's metadata.
-            bearer = bearer.replacen(
-                r#"realm="authgate""#,
-                &format!(r#"realm="authgate", resource_metadata="{url}""#),
-                1,
-            );
-        }
+        let bearer = self.bearer(metadata)?;
         Some(match dpop_algs {
             None => bearer,
             Some(_) => format!("{bearer}, {}", dpop(false)),
@@ -336,10 +328,21 @@ impl AuthFailure {
 
     /// The Bearer `WWW-Authenticate` value, if the answer carries one.
     pub fn www_authenticate(&self) -> Option<String> {
+        self.bearer(None)
+    }
+
+    /// The Bearer challenge, naming the route's RFC 9728 `metadata` URL
+    /// (§5.1: where the client finds which authorization server to ask).
+    fn bearer(&self, metadata: Option<&str>) -> Option<String> {
         if self.retry_after().is_some() || matches!(self, AuthFailure::Csrf) {
             return None;
         }
         let mut v = String::from(r#"Bearer realm="authgate""#);
+        if let Some(url) = metadata {
+            v.push_str(r#", resource_metadata=""#);
+            v.push_str(url);
+            v.push('"');
+        }
         if let Some(code) = self.error_code() {
             v.push_str(r#", error=""#);
             v.push_str(code);
@@ -366,14 +369,17 @@ impl AuthFailure {
         metadata: Option<&str>,
         nonce: Option<String>,
     ) -> Refusal<'_> {
-        let mut refusal = self.refusal();
-        refusal.challenge = self.challenge(dpop_algs, metadata);
+        let mut refusal = self.refusal_with(self.challenge(dpop_algs, metadata));
         refusal.dpop_nonce = nonce;
         refusal
     }
 
     /// This failure as a refusal for `response::refuse` to render.
     pub fn refusal(&self) -> Refusal<'_> {
+        self.refusal_with(self.www_authenticate())
+    }
+
+    fn refusal_with(&self, challenge: Option<String>) -> Refusal<'_> {
         let error = match self.error_code() {
             Some(code) => code,
             None if matches!(self, AuthFailure::Csrf) => "csrf",
@@ -384,7 +390,7 @@ impl AuthFailure {
             status: self.status(),
             error,
             description: self.description(),
-            challenge: self.www_authenticate(),
+            challenge,
             retry_after: self.retry_after().map(|r| r.as_secs().max(1)),
             grpc_status: None,
             dpop_nonce: None,

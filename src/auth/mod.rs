@@ -71,6 +71,8 @@ pub struct Authenticator {
     route_introspection: Vec<Option<RouteIntrospection>>,
     /// Per route: the `algs` its challenges offer DPoP with, if they do.
     route_dpop_algs: Vec<Option<Arc<str>>>,
+    /// Per route: its RFC 9728 metadata URL, named in its challenges.
+    route_metadata: Vec<Option<Arc<str>>>,
     /// Per route: its API-key issuers' keys.
     route_api_keys: Vec<Vec<Arc<api_keys::ApiKeys>>>,
     /// Keyed by the token itself: a hit is an exact byte match, found by
@@ -172,46 +174,26 @@ impl Authenticator {
         revocations: Arc<Revocations>,
         metrics: &Metrics,
     ) -> Self {
-        let route_api_keys = routes
-            .iter()
-            .map(|r| match &r.auth {
-                RouteAuth::Public => Vec::new(),
-                RouteAuth::Protected(p) => p
-                    .issuers
-                    .iter()
-                    .filter_map(|n| keys.get(n).cloned())
-                    .collect(),
+        let route_api_keys = per_route(routes, |p| named(p, keys));
+        let route_issuers = per_route(routes, |p| named(p, caches));
+        let route_introspection = per_route(routes, |p| {
+            let introspector = p.issuers.iter().find_map(|n| introspectors.get(n))?;
+            let only = p.issuers.iter().all(|n| {
+                caches
+                    .get(n)
+                    .is_none_or(|k| k.issuer().keys == KeySource::IntrospectionOnly)
+            });
+            Some(RouteIntrospection {
+                introspector: introspector.clone(),
+                only,
             })
-            .collect();
-        let route_introspection = routes
-            .iter()
-            .map(|r| match &r.auth {
-                RouteAuth::Public => None,
-                RouteAuth::Protected(p) => {
-                    let introspector = p.issuers.iter().find_map(|n| introspectors.get(n))?;
-                    let only = p.issuers.iter().all(|n| {
-                        caches
-                            .get(n)
-                            .is_none_or(|k| k.issuer().keys == KeySource::IntrospectionOnly)
-                    });
-                    Some(RouteIntrospection {
-                        introspector: introspector.clone(),
-                        only,
-                    })
-                }
-            })
-            .collect();
-        let route_issuers = routes
-            .iter()
-            .map(|r| match &r.auth {
-                RouteAuth::Public => Vec::new(),
-                RouteAuth::Protected(p) => p
-                    .issuers
-                    .iter()
-                    .filter_map(|n| caches.get(n).cloned())
-                    .collect(),
-            })
-            .collect();
+        });
+        let route_dpop_algs = per_route(routes, |p| admit::dpop_algs(p, caches));
+        let route_metadata = per_route(routes, |p| {
+            p.resource_metadata
+                .as_ref()
+                .map(|m| Arc::from(m.url.as_str()))
+        });
         let verified = verified_cache();
         let cache_hits = metrics
             .verified_cache
@@ -221,17 +203,11 @@ impl Authenticator {
             .verified_cache
             .get_or_create(&ResultLabel { result: "miss" })
             .clone();
-        let route_dpop_algs = routes
-            .iter()
-            .map(|r| match &r.auth {
-                RouteAuth::Public => None,
-                RouteAuth::Protected(p) => admit::dpop_algs(p, caches),
-            })
-            .collect();
         Self {
             route_issuers,
             route_introspection,
             route_dpop_algs,
+            route_metadata,
             route_api_keys,
             verified,
             revocations,
@@ -363,6 +339,26 @@ impl Authenticator {
             .verified
             .invalidate_entries_if(move |_, v| revocation.covers(&v.issuer, &v.claims));
     }
+}
+
+/// `f` of each route's policy; nothing (the default) for public routes.
+fn per_route<T: Default>(routes: &[RouteConfig], f: impl Fn(&Policy) -> T) -> Vec<T> {
+    routes
+        .iter()
+        .map(|r| match &r.auth {
+            RouteAuth::Public => T::default(),
+            RouteAuth::Protected(p) => f(p),
+        })
+        .collect()
+}
+
+/// What `by_name` holds for the policy's issuers, in the policy's order.
+fn named<T: Clone>(policy: &Policy, by_name: &HashMap<String, T>) -> Vec<T> {
+    policy
+        .issuers
+        .iter()
+        .filter_map(|n| by_name.get(n).cloned())
+        .collect()
 }
 
 #[cfg(test)]

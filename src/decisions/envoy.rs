@@ -147,7 +147,7 @@ async fn into_check_response(
     keep_authorization: bool,
 ) -> CheckResponse {
     let (parts, body) = answer.into_parts();
-    if super::is_allowed(parts.status) {
+    if parts.status == http::StatusCode::OK {
         let mut ok = OkHttpResponse::default();
         for (name, value) in &parts.headers {
             if name == http::header::CACHE_CONTROL {

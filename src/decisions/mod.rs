@@ -24,11 +24,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::header::{self, HeaderMap, HeaderName};
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::{Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
 use crate::gateway::{self, Gateway, Listener};
@@ -52,42 +50,15 @@ type Answer = Response<tonic::body::Body>;
 /// HTTP/2 (Envoy's gRPC client speaks h2c).
 pub async fn listen(gateway: Arc<Gateway>, listener: TcpListener) {
     let limit = gateway.runtime().config.server.max_connections;
-    let slots = Arc::new(tokio::sync::Semaphore::new(limit));
-    loop {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        let (tcp, peer) = match listener.accept().await {
-            Ok(x) => x,
-            Err(_) => {
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = tcp.set_nodelay(true);
-        let gateway = gateway.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
-            let read_timeout = gateway.runtime().config.server.header_read_timeout;
-            let service = service_fn(move |req| {
-                let gateway = gateway.clone();
-                async move { Ok::<_, Infallible>(answer(&gateway, req, peer.ip()).await) }
-            });
-            let mut builder = auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(read_timeout);
-            // A connection that never sends a byte is closed after the same
-            // time (as on the admin listener).
-            let mut byte = [0u8; 1];
-            let first = tokio::time::timeout(read_timeout, tcp.peek(&mut byte)).await;
-            if !matches!(first, Ok(Ok(1..))) {
-                return;
-            }
-            let _ = builder.serve_connection(TokioIo::new(tcp), service).await;
-        });
-    }
+    let served = gateway.clone();
+    crate::server::side::serve(gateway, listener, limit, move |peer| {
+        let gateway = served.clone();
+        service_fn(move |req| {
+            let gateway = gateway.clone();
+            async move { Ok::<_, Infallible>(answer(&gateway, req, peer.ip()).await) }
+        })
+    })
+    .await;
 }
 
 /// One decision, logged and counted with `listener: decisions`.
@@ -232,9 +203,4 @@ fn required(headers: &HeaderMap, name: &'static str) -> Result<String, &'static 
         // Missing, or sent twice (ambiguous): the decision cannot be made.
         _ => Err(name),
     }
-}
-
-/// Whether the status means "allowed" (for tests and the Envoy answer).
-pub(crate) fn is_allowed(status: StatusCode) -> bool {
-    status == StatusCode::OK
 }

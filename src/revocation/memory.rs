@@ -36,7 +36,7 @@ impl Store for MemoryStore {
 
     fn first_use<'a>(
         &'a self,
-        _key: &'a str,
+        _key: &'a [u8; 32],
         _ttl: std::time::Duration,
     ) -> BoxFuture<'a, Result<Option<bool>, StoreError>> {
         Box::pin(async { Ok(None) })

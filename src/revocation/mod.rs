@@ -144,7 +144,7 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// process only (the caller's own memory decides).
     fn first_use<'a>(
         &'a self,
-        key: &'a str,
+        key: &'a [u8; 32],
         ttl: Duration,
     ) -> BoxFuture<'a, Result<Option<bool>, StoreError>>;
 }
@@ -220,8 +220,7 @@ impl Revocations {
     /// error, allow falls back to this process's memory.
     pub async fn first_use(&self, key: &[u8; 32], ttl: Duration) -> Result<bool, StoreError> {
         let local = || self.seen.entry(*key).or_insert(ttl).is_fresh();
-        let text = format!("authgate:once:{}", crate::telemetry::redact::hex(key));
-        match self.store.first_use(&text, ttl).await {
+        match self.store.first_use(key, ttl).await {
             Ok(Some(fresh)) => {
                 // Remembered here too, so a Redis outage later still
                 // refuses what this replica saw.

@@ -27,6 +27,8 @@ pub const CHANNEL: &str = "authgate:revocations";
 pub const KEY_PREFIX: &str = "authgate:revoked:";
 const JTI_PREFIX: &str = "authgate:revoked:jti:";
 const SUB_PREFIX: &str = "authgate:revoked:sub:";
+/// One-time keys (DPoP proof `jti`s per `htu`), by digest.
+const ONCE_PREFIX: &str = "authgate:once:";
 
 /// Bound on connecting and on every command.
 const TIMEOUT: Duration = Duration::from_secs(1);
@@ -255,17 +257,20 @@ impl Store for RedisStore {
 
     fn first_use<'a>(
         &'a self,
-        key: &'a str,
+        key: &'a [u8; 32],
         ttl: Duration,
     ) -> BoxFuture<'a, Result<Option<bool>, StoreError>> {
         Box::pin(async move {
             let mut conn = self.writer.clone();
             let mut set = redis::cmd("SET");
-            set.arg(key)
-                .arg(1)
-                .arg("NX")
-                .arg("PX")
-                .arg(ttl.as_millis().max(1) as u64);
+            set.arg(format!(
+                "{ONCE_PREFIX}{}",
+                crate::telemetry::redact::hex(key)
+            ))
+            .arg(1)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl.as_millis().max(1) as u64);
             let call = set.query_async::<Option<String>>(&mut conn);
             match tokio::time::timeout(TIMEOUT * 2, call).await {
                 Ok(Ok(answer)) => Ok(Some(answer.is_some())),

@@ -9,6 +9,7 @@ mod http2;
 pub(crate) mod listener;
 mod service;
 pub(crate) mod shutdown;
+pub(crate) mod side;
 pub(crate) mod workers;
 
 use std::net::SocketAddr;

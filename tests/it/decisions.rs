@@ -245,6 +245,11 @@ async fn forward_auth_and_envoy_http_styles_straight_to_the_listener() {
     // One missing is 403; the other style's headers are ignored.
     let r = forwarded(&with_token[1..]).send().await.unwrap();
     assert_eq!(r.status(), 403);
+    // One sent twice is ambiguous: 403, whichever copy would allow.
+    let mut twice = with_token.clone();
+    twice.push(("x-forwarded-uri", "/health"));
+    let r = forwarded(&twice).send().await.unwrap();
+    assert_eq!(r.status(), 403);
     let r = forwarded(&[
         ("x-original-method", "GET"),
         ("x-original-uri", "/orders/7"),
@@ -274,6 +279,22 @@ async fn forward_auth_and_envoy_http_styles_straight_to_the_listener() {
     let addr = s.gw.running.decisions_addr.unwrap();
     let r = raw::get(addr, "/health/..%2Forders/7", &[("Connection", "close")]).await;
     assert_eq!(r.status, 400);
+    // A client's request for the Check path, relayed over HTTP/1.1 by an
+    // authorizer in HTTP mode, is judged as a request (no route: 403 JSON),
+    // never answered as a gRPC Check.
+    let r = client
+        .post(format!(
+            "{}/envoy.service.auth.v3.Authorization/Check",
+            s.decisions
+        ))
+        .header("content-type", "application/grpc")
+        .body(vec![0u8, 0, 0, 0, 0])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let body: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(body["error"], "forbidden");
     // A decision-only route is never served by the proxy listener.
     let r = client
         .get(format!("{}/orders/7", s.gw.url))

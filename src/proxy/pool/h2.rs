@@ -26,7 +26,7 @@ use rustls_pki_types::ServerName;
 use tokio::sync::oneshot;
 use tokio_rustls::TlsConnector;
 
-use super::{WAIT_MARGIN, abandoned, dial, server_name, shard};
+use super::{WAIT_MARGIN, abandoned, dial, endpoint, shard, share};
 use crate::proxy::error::ForwardError;
 use crate::proxy::request_body::RequestBody;
 use crate::proxy::retry::resendable;
@@ -151,21 +151,19 @@ impl Destination {
         workers: usize,
         max_connections: usize,
     ) -> Result<Self, String> {
-        let workers = workers.max(1);
-        let https = tls.is_some();
-        let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let tls = match tls {
-            None => None,
-            Some(connector) => Some((connector, server_name(&authority)?)),
-        };
+        let (port, tls) = endpoint(&authority, tls)?;
         Ok(Self {
-            scheme: if https { Scheme::HTTPS } else { Scheme::HTTP },
+            scheme: if tls.is_some() {
+                Scheme::HTTPS
+            } else {
+                Scheme::HTTP
+            },
             authority,
             port,
             tls,
             connect_timeout,
-            per_shard: (max_connections / workers).max(1),
-            shards: (0..workers).map(|_| Mutex::default()).collect(),
+            per_shard: share(max_connections, workers),
+            shards: (0..workers.max(1)).map(|_| Mutex::default()).collect(),
         })
     }
 

@@ -96,6 +96,29 @@ fn server_name(authority: &Authority) -> Result<ServerName<'static>, String> {
     }
 }
 
+/// An upstream's port (the scheme's default when the authority names
+/// none) and, over TLS, the connector with the name the certificate must
+/// carry: what both pools (HTTP/1.1 and `h2`) dial with.
+#[allow(clippy::type_complexity)]
+fn endpoint(
+    authority: &Authority,
+    tls: Option<TlsConnector>,
+) -> Result<(u16, Option<(TlsConnector, ServerName<'static>)>), String> {
+    let port = authority
+        .port_u16()
+        .unwrap_or(if tls.is_some() { 443 } else { 80 });
+    let tls = match tls {
+        None => None,
+        Some(connector) => Some((connector, server_name(authority)?)),
+    };
+    Ok((port, tls))
+}
+
+/// One worker's share of `total` (at least one).
+fn share(total: usize, workers: usize) -> usize {
+    (total / workers.max(1)).max(1)
+}
+
 /// A TCP connection to the upstream, Nagle off (requests are written whole).
 async fn dial(authority: &Authority, port: u16) -> Result<TcpStream, ForwardError> {
     let tcp = TcpStream::connect((bare_host(authority), port))
@@ -224,21 +247,15 @@ impl Destination {
         workers: usize,
         max_connections: usize,
     ) -> Result<Self, String> {
-        let workers = workers.max(1);
-        let https = tls.is_some();
-        let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let tls = match tls {
-            None => None,
-            Some(connector) => Some((connector, server_name(&authority)?)),
-        };
+        let (port, tls) = endpoint(&authority, tls)?;
         Ok(Self {
             authority,
             port,
             tls,
             connect_timeout,
-            per_shard: (max_connections / workers).max(1),
-            waiting_per_shard: (MAX_WAITING / workers).max(1),
-            shards: (0..workers).map(|_| Mutex::default()).collect(),
+            per_shard: share(max_connections, workers),
+            waiting_per_shard: share(MAX_WAITING, workers),
+            shards: (0..workers.max(1)).map(|_| Mutex::default()).collect(),
         })
     }
 
