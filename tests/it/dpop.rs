@@ -393,45 +393,31 @@ async fn server_nonces_are_required_handed_out_and_shared_by_replicas() {
     );
     assert_eq!(s.send("/api/x", &auth, &[&p]).await.status(), 401);
 
-    // A second replica with the same secret takes the first one's nonce.
+    // A second replica with the same secret takes the first one's nonce;
+    // one with its own random secret does not.
+    let nonced = async |gw: &TestGateway| {
+        let htu = format!("{}/api/x", gw.url);
+        let p = proof(
+            &s.client,
+            "GET",
+            &htu,
+            &token,
+            json!({}),
+            json!({"nonce": nonce}),
+        );
+        reqwest::Client::new()
+            .get(&htu)
+            .header("authorization", &auth)
+            .header("dpop", p)
+            .send()
+            .await
+            .unwrap()
+    };
     let up = Upstream::spawn().await;
     let other = TestGateway::start_with_env(&config(&s.issuer, &up, dpop, ""), &env).await;
-    let htu = format!("{}/api/x", other.url);
-    let p = proof(
-        &s.client,
-        "GET",
-        &htu,
-        &token,
-        json!({}),
-        json!({"nonce": nonce}),
-    );
-    let r = reqwest::Client::new()
-        .get(&htu)
-        .header("authorization", &auth)
-        .header("dpop", p)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    // A replica with its own random secret does not.
-    let up = Upstream::spawn().await;
+    assert_eq!(nonced(&other).await.status(), 200);
     let alone = TestGateway::start(&config(&s.issuer, &up, "{ nonce: true }", "")).await;
-    let htu = format!("{}/api/x", alone.url);
-    let p = proof(
-        &s.client,
-        "GET",
-        &htu,
-        &token,
-        json!({}),
-        json!({"nonce": nonce}),
-    );
-    let r = reqwest::Client::new()
-        .get(&htu)
-        .header("authorization", &auth)
-        .header("dpop", p)
-        .send()
-        .await
-        .unwrap();
+    let r = nonced(&alone).await;
     assert_eq!(r.status(), 401);
     assert!(r.headers().contains_key("dpop-nonce"));
 }
