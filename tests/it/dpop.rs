@@ -267,6 +267,19 @@ async fn every_proof_check_refuses_its_attack() {
     let p = proof(&s.client, "GET", &upper, &token, json!({}), json!({}));
     assert_eq!(s.send("/api/x", &auth, &[&p]).await.status(), 200);
     assert_eq!(s.up.count(), 2);
+    let metrics = s.gw.metrics().await;
+    assert!(
+        metrics.contains(
+            r#"authgate_auth_failures_total{route="api",reason="invalid_dpop_proof"} 17"#
+        ),
+        "{metrics}"
+    );
+    // The proof by another key is the binding's failure, not the proof's.
+    assert!(
+        metrics
+            .contains(r#"authgate_auth_failures_total{route="api",reason="binding_mismatch"} 1"#),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -420,6 +433,11 @@ async fn server_nonces_are_required_handed_out_and_shared_by_replicas() {
     let r = nonced(&alone).await;
     assert_eq!(r.status(), 401);
     assert!(r.headers().contains_key("dpop-nonce"));
+    let metrics = s.gw.metrics().await;
+    assert!(
+        metrics.contains(r#"authgate_auth_failures_total{route="api",reason="use_dpop_nonce"} 2"#),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
