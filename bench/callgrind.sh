@@ -9,6 +9,7 @@
 #
 #   bash bench/callgrind.sh            # about 1 minute
 #   TOP=60 bash bench/callgrind.sh
+#   KEEP=/tmp/cg.out bash bench/callgrind.sh   # keeps the profile
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TOP=${TOP:-30}
@@ -44,6 +45,8 @@ requests=$(wrk -t1 -c4 -d10s -s "$WORK/token.lua" "http://127.0.0.1:$GATE/bench"
 callgrind_control -d "${PIDS[-1]}" >/dev/null
 sleep 1
 dump=$(ls "$OUT".* | head -1)
+# KEEP=FILE keeps the profile for callgrind_annotate.
+[ -n "${KEEP:-}" ] && cp "$dump" "$KEEP"
 total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
 # Allocations: calls into mimalloc's entry points, summed over their callers.
 allocations=$(callgrind_annotate --tree=caller --threshold=100 "$dump" 2>/dev/null | awk '

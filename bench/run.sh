@@ -20,7 +20,8 @@
 # second in all (open loop: each request timed from when it was due) to
 # direct, nginx and authgate, plain and TLS, and the table shows the p99
 # each proxy adds at a load the machine carries. Finally it opens 10,000
-# idle keep-alive connections to authgate and reports its RSS.
+# idle keep-alive connections to authgate over each transport and reports
+# its RSS (bench/idle.sh).
 #
 #   bash bench/run.sh                 # 2 rounds of 5 s per run (about 6 min)
 #   ROUNDS=3 SECONDS_PER_RUN=10 CONNECTIONS=64 bash bench/run.sh
@@ -29,6 +30,9 @@
 #   GRPC_CALLS=0 bash bench/run.sh      # skips the gRPC rows (bench/grpc.sh)
 #   DECISIONS=0 bash bench/run.sh       # skips the decision-mode rows (bench/decisions.sh)
 #   DPOP=0 bash bench/run.sh            # skips the DPoP rows (bench/dpop.sh)
+#   BEFORE=/tmp/authgate-before bash bench/run.sh
+#                                       # adds targets before and before-tls: the same
+#                                       # gateways run from an earlier build, interleaved
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -68,6 +72,9 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
 
 UPSTREAM=$(free_port); NGINX_PLAIN=$(free_port); NGINX_TLS=$(free_port)
 GATE_PLAIN=$(free_port); GATE_TLS=$(free_port); ADMIN_PLAIN=$(free_port); ADMIN_TLS=$(free_port)
+GATE_BPLAIN=$(free_port); GATE_BTLS=$(free_port); ADMIN_BPLAIN=$(free_port); ADMIN_BTLS=$(free_port)
+BEFORE=${BEFORE:-}
+[ -n "$BEFORE" ] && TARGETS="$TARGETS before before-tls"
 
 nginx_conf() { # name, server block
     cat >"$WORK/nginx-$1.conf" <<EOF
@@ -97,22 +104,29 @@ DPOP_ISSUER="    dpop: { max_age: 1h }"
 gateway_yaml "$WORK/gate-plain.yaml" "$GATE_PLAIN" "$ADMIN_PLAIN" "$UPSTREAM" "  max_connections: $GATE_MAX_CONNECTIONS" "$DPOP_ISSUER"
 gateway_yaml "$WORK/gate-tls.yaml" "$GATE_TLS" "$ADMIN_TLS" "$UPSTREAM" "  max_connections: $GATE_MAX_CONNECTIONS
   tls: { cert_file: cert.pem, key_file: key.pem }"
-start_gateways() { # (re)starts both gateways: an empty verified-token cache
-    for t in plain tls; do
+gateway_yaml "$WORK/gate-bplain.yaml" "$GATE_BPLAIN" "$ADMIN_BPLAIN" "$UPSTREAM" "  max_connections: $GATE_MAX_CONNECTIONS" "$DPOP_ISSUER"
+gateway_yaml "$WORK/gate-btls.yaml" "$GATE_BTLS" "$ADMIN_BTLS" "$UPSTREAM" "  max_connections: $GATE_MAX_CONNECTIONS
+  tls: { cert_file: cert.pem, key_file: key.pem }"
+start_gateways() { # (re)starts the gateways: an empty verified-token cache
+    local kinds="plain tls" bin
+    [ -n "$BEFORE" ] && kinds="$kinds bplain btls"
+    for t in $kinds; do
         local var="GATE_PID_$t"
         [ -n "${!var:-}" ] && { kill "${!var}" 2>/dev/null || true; wait "${!var}" 2>/dev/null || true; }
-        target/release/authgate run --config "$WORK/gate-$t.yaml" --log-level error >>"$WORK/gate-$t.log" 2>&1 &
+        bin=target/release/authgate
+        case $t in b*) bin=$BEFORE ;; esac
+        "$bin" run --config "$WORK/gate-$t.yaml" --log-level error >>"$WORK/gate-$t.log" 2>&1 &
         PIDS+=($!)
         eval "GATE_PID_$t=$!"
     done
-    for admin in "$ADMIN_PLAIN" "$ADMIN_TLS"; do
+    for admin in "$ADMIN_PLAIN" "$ADMIN_TLS" ${BEFORE:+"$ADMIN_BPLAIN" "$ADMIN_BTLS"}; do
         for _ in $(seq 100); do
             curl -sf "http://127.0.0.1:$admin/readyz" >/dev/null && break
             sleep 0.1
         done
     done
 }
-GATE_PID_plain=; GATE_PID_tls=
+GATE_PID_plain=; GATE_PID_tls=; GATE_PID_bplain=; GATE_PID_btls=
 start_gateways
 
 cat >"$WORK/tokens.lua" <<'EOF'
@@ -179,6 +193,8 @@ for round in $(seq "$ROUNDS"); do
             authgate) run "$scenario" authgate "http://127.0.0.1:$GATE_PLAIN" "$ADMIN_PLAIN" "$GATE_PID_plain" ;;
             nginx-tls) run "$scenario" nginx-tls "https://127.0.0.1:$NGINX_TLS" - $(nginx_pids) ;;
             authgate-tls) run "$scenario" authgate-tls "https://127.0.0.1:$GATE_TLS" "$ADMIN_TLS" "$GATE_PID_tls" ;;
+            before) run "$scenario" before "http://127.0.0.1:$GATE_BPLAIN" "$ADMIN_BPLAIN" "$GATE_PID_bplain" ;;
+            before-tls) run "$scenario" before-tls "https://127.0.0.1:$GATE_BTLS" "$ADMIN_BTLS" "$GATE_PID_btls" ;;
             *) echo "unknown target $target" >&2; exit 2 ;;
             esac
         done
@@ -213,7 +229,7 @@ for (s, t), (rps, p50, p99, cpu, bad, verified) in sorted(rows.items(), key=lamb
     added = f"{p99 - direct[2]:+.2f}" if direct and t != "direct" else "-"
     # Throughput as a share of the upstream reached directly, and of nginx.
     vs_direct = f"{rps / direct[0]:.2f}x" if direct and direct[0] and t != "direct" else "-"
-    vs_nginx = f"{rps / nginx[0]:.2f}x" if nginx and nginx[0] and t.startswith("authgate") else "-"
+    vs_nginx = f"{rps / nginx[0]:.2f}x" if nginx and nginx[0] and t.startswith(("authgate", "before")) else "-"
     print(f"{s:9} {t:13} {rps:9.0f} {vs_direct:>9} {vs_nginx:>8} {p50:7.2f} {p99:7.2f} {(f'{cpu:.1f}' if cpu else '-'):>8} {ratio:>12} {added:>11} {bad:8d} {verified}")
 EOF
 
@@ -275,32 +291,5 @@ fi
 
 echo
 [ "$IDLE_CONNECTIONS" -gt 0 ] || exit 0
-echo "== $IDLE_CONNECTIONS idle keep-alive connections to a freshly started authgate (plain)"
-ulimit -n $((IDLE_CONNECTIONS + 1000)) 2>/dev/null || true
-start_gateways
-python3 - "$GATE_PLAIN" "$IDLE_CONNECTIONS" "$(head -1 "$WORK/reused.txt")" "$GATE_PID_plain" <<'EOF'
-import socket, sys, time
-port, n, token, pid = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
-def rss():
-    return int([l for l in open(f"/proc/{pid}/status") if l.startswith("VmRSS")][0].split()[1])
-req = f"GET /bench HTTP/1.1\r\nHost: b\r\nAuthorization: Bearer {token}\r\n\r\n".encode()
-def one():
-    s = socket.create_connection(("127.0.0.1", port))
-    s.sendall(req)
-    return s, s.recv(4096).startswith(b"HTTP/1.1 200")
-warm = [one()[0] for _ in range(10)]  # caches, pools and allocator warmed
-for s in warm:
-    s.close()
-before = rss()
-socks, ok = [], 0
-for _ in range(n):  # one at a time: each served, then left idle
-    s, good = one()
-    socks.append(s)
-    ok += good
-served = rss()
-time.sleep(3)  # connections at rest for a second are parked (server/http1.rs)
-after = rss()
-print(f"{ok}/{n} connections served one request each and held open")
-print(f"RSS {before} KiB before, {served} KiB right after ({(served - before) / n:.1f} KiB "
-      f"per connection), {after} KiB with them parked ({(after - before) / n:.1f} KiB per connection)")
-EOF
+# Plain HTTP/1.1, TLS and HTTP/2 (bench/idle.sh), each on a fresh gateway.
+IDLE_CONNECTIONS=$IDLE_CONNECTIONS bash bench/idle.sh

@@ -2,7 +2,8 @@
 //! authenticate, rewrite headers, forward. Each request works on the
 //! [`Runtime`] snapshot current when it started; reload swaps the snapshot.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
@@ -17,12 +18,17 @@ use crate::response;
 use crate::routing::{self, RequestHost, Route, Target};
 pub use crate::runtime::Runtime;
 use crate::telemetry::access_log::AccessLog;
-use crate::telemetry::metrics::{Metrics, Name};
+use crate::telemetry::metrics::Metrics;
 
 /// The long-lived gateway: the current runtime and the process-wide metrics.
 #[derive(Debug)]
 pub struct Gateway {
     runtime: RwLock<Arc<Runtime>>,
+    /// Bumped by each reload, after the swap (see [`Gateway::snapshot`]).
+    generation: AtomicU64,
+    /// Tells this gateway's entry in a thread's snapshot apart from
+    /// another's (tests run several in one process).
+    id: u64,
     /// Process-wide metrics.
     pub metrics: Arc<Metrics>,
     draining: AtomicBool,
@@ -32,6 +38,31 @@ pub struct Gateway {
     /// `max(server.max_connections, 256)`, fixed at start like
     /// `max_connections` itself.
     stream_cap: usize,
+}
+
+/// Numbers gateways for [`Gateway::id`].
+static GATEWAY_IDS: AtomicU64 = AtomicU64::new(0);
+
+/// A thread's copy of the current runtime: see [`Gateway::snapshot`].
+struct LocalSnapshot {
+    gateway: u64,
+    generation: u64,
+    runtime: Arc<Snapshot>,
+}
+
+/// A thread's own handle on a runtime (see [`Gateway::snapshot`]).
+#[derive(Debug)]
+pub struct Snapshot(Arc<Runtime>);
+
+impl std::ops::Deref for Snapshot {
+    type Target = Runtime;
+    fn deref(&self) -> &Runtime {
+        &self.0
+    }
+}
+
+thread_local! {
+    static SNAPSHOT: RefCell<Option<LocalSnapshot>> = const { RefCell::new(None) };
 }
 
 /// One HTTP/2 request's place in the process-wide stream count; given
@@ -52,6 +83,8 @@ impl Gateway {
         Self {
             stream_cap,
             runtime: RwLock::new(Arc::new(runtime)),
+            generation: AtomicU64::new(0),
+            id: GATEWAY_IDS.fetch_add(1, Ordering::Relaxed),
             metrics,
             draining: AtomicBool::new(false),
             streams: Arc::default(),
@@ -66,6 +99,33 @@ impl Gateway {
             .clone()
     }
 
+    /// The current runtime as a request holds it. Each thread keeps its
+    /// own handle on the runtime, refreshed when a reload has bumped the
+    /// generation: a request reads one atomic that changes only on reload
+    /// and counts itself on a reference count only its thread touches,
+    /// instead of taking the shared lock and the runtime's own count (two
+    /// cache lines every worker wrote on every request). A runtime
+    /// replaced by a reload lives on until each thread that served it has
+    /// served one more request, or ended.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        let generation = self.generation.load(Ordering::Acquire);
+        SNAPSHOT.with(|cell| {
+            let mut local = cell.borrow_mut();
+            match &*local {
+                Some(s) if s.gateway == self.id && s.generation == generation => s.runtime.clone(),
+                _ => {
+                    let runtime = Arc::new(Snapshot(self.runtime()));
+                    *local = Some(LocalSnapshot {
+                        gateway: self.id,
+                        generation,
+                        runtime: runtime.clone(),
+                    });
+                    runtime
+                }
+            }
+        })
+    }
+
     /// Swaps in a new config; in-flight requests keep the old snapshot.
     pub fn reload(&self, mut config: Config) -> Result<(), ConfigProblem> {
         let current = self.runtime();
@@ -75,6 +135,7 @@ impl Gateway {
         let next = Runtime::build(config, Some(&current), &self.metrics)?;
         next.start_background();
         *self.runtime.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
+        self.generation.fetch_add(1, Ordering::Release);
         Ok(())
     }
 
@@ -125,7 +186,7 @@ impl Gateway {
     /// client gets the gateway's own answers as gRPC statuses (logged and
     /// counted with their HTTP status).
     pub async fn handle(&self, req: Request<Incoming>, client: ClientInfo) -> Response<Body> {
-        let runtime = self.runtime();
+        let runtime = self.snapshot();
         let grpc = response::grpc::is_grpc(req.headers());
         let mut accounted = Accounted {
             log: Some(AccessLog::start(req.method(), req.uri())),
@@ -209,7 +270,15 @@ async fn proxy_request(
     };
     let identity = admitted.identity;
     let phantom = admitted.phantom;
-    let uri = match forward::upstream_uri(&path, parts.uri.query()) {
+    // An unchanged path keeps the request's own bytes (no copy).
+    let unchanged = match &path {
+        std::borrow::Cow::Borrowed(_) => parts.uri.path_and_query().cloned(),
+        std::borrow::Cow::Owned(_) => None,
+    };
+    let uri = match unchanged.map_or_else(
+        || forward::upstream_uri(&path, parts.uri.query()),
+        |p| Ok(http::Uri::from(p)),
+    ) {
         Ok(uri) => uri,
         Err(e) => return response::refuse(e.refusal()),
     };
@@ -300,7 +369,7 @@ pub(crate) async fn judge<'r>(
             Listener::Decisions => response::forbidden("no route matches this request"),
         });
     };
-    log.route = Some(Name(route.config.name.clone()));
+    log.route = Some(rt.stats[route.index].clone());
     match rt.auth.admit(route, &params, parts, client, log).await {
         Ok(admitted) => Ok((route, admitted)),
         Err(denied) => Err(response::refuse(denied.refusal())),

@@ -15,7 +15,7 @@ use crate::proxy::Forwarder;
 use crate::proxy::headers::IdentityNames;
 use crate::revocation::Revocations;
 use crate::routing::RouteTable;
-use crate::telemetry::metrics::Metrics;
+use crate::telemetry::metrics::{Metrics, Name, RouteStats};
 
 /// Everything built from one config file.
 #[derive(Debug)]
@@ -43,6 +43,8 @@ pub struct Runtime {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// RFC 9728 metadata documents by the path they are served at.
     pub resource_metadata: Vec<(String, bytes::Bytes)>,
+    /// Per route (by position): its request counters, resolved once.
+    pub stats: Vec<Arc<RouteStats>>,
 }
 
 impl Runtime {
@@ -125,6 +127,10 @@ impl Runtime {
                 api_keys.insert(issuer.name.clone(), Arc::new(loaded));
             }
         }
+        let stats = routes
+            .iter()
+            .map(|r| Arc::new(metrics.route_stats(Name(r.name.clone()))))
+            .collect();
         let auth = Authenticator::new(
             &routes,
             &keys,
@@ -144,6 +150,7 @@ impl Runtime {
             identity_names,
             tls,
             resource_metadata,
+            stats,
         })
     }
 

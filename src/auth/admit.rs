@@ -109,18 +109,15 @@ impl Authenticator {
         log.token_digest = outcome.digest;
         match bound {
             Ok((verified, dpop_nonce)) => {
-                log.issuer = Some(verified.issuer.clone());
-                log.subject = verified
-                    .claims
-                    .get("sub")
-                    .and_then(|s| s.as_str())
-                    .map(str::to_owned);
                 let phantom = match route.config.forward.phantom_jwt {
                     true => verified.phantom.clone(),
                     false => None,
                 };
+                let identity =
+                    verified.identity_headers(route.index, &route.config.forward.headers);
+                log.verified = Some(verified);
                 Ok(Admitted {
-                    identity: verified.identity_headers(route.index, &route.config.forward.headers),
+                    identity,
                     dpop_nonce,
                     phantom,
                 })
@@ -162,6 +159,13 @@ impl Authenticator {
         found: super::extract::Found<'_>,
         sender: &Sender<'_>,
     ) -> Result<Option<String>, AuthFailure> {
+        // The usual token binds nothing: no issuer to find, no text to check.
+        if found.scheme() != Scheme::Dpop
+            && !policy.sender_constrained
+            && !verified.claims.contains_key("cnf")
+        {
+            return Ok(None);
+        }
         let issuer = self
             .issuers(route.index)
             .find(|k| *k.issuer().name == *verified.issuer)

@@ -39,6 +39,14 @@ pub struct Verified {
 }
 
 impl Verified {
+    /// Whether identity headers were rendered for route number `route`:
+    /// [`Authenticator::admit`](super::Authenticator::admit) renders them
+    /// only for a request it lets through, so these claims passed that
+    /// route's policy.
+    pub fn admitted_on(&self, route: usize) -> bool {
+        self.identity.get().is_some_and(|(r, _)| *r == route)
+    }
+
     /// The identity headers for route number `route` (whose mapping is
     /// `mapping`): rendered once per cached token and route, not per request.
     pub fn identity_headers(&self, route: usize, mapping: &[(HeaderName, String)]) -> Identity {

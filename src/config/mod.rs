@@ -442,6 +442,16 @@ pub struct Policy {
     pub resource_metadata: Option<Box<ResourceMetadata>>,
 }
 
+impl Policy {
+    /// Whether a claim constraint names a path parameter (so the policy's
+    /// answer depends on the request, not on the claims alone).
+    pub fn reads_path(&self) -> bool {
+        self.claims
+            .iter()
+            .any(|(_, v)| matches!(v, ClaimValue::PathParam(_)))
+    }
+}
+
 /// `auth.resource_metadata` (RFC 9728), with where it is served.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResourceMetadata {

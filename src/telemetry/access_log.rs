@@ -6,8 +6,9 @@ use std::time::Instant;
 
 use http::{Method, StatusCode, Uri};
 
-use super::metrics::{Metrics, Name};
+use super::metrics::{Metrics, RouteStats};
 use super::redact::fingerprint;
+use crate::auth::Verified;
 
 /// Facts gathered along the request path.
 #[derive(Debug)]
@@ -15,22 +16,17 @@ pub struct AccessLog {
     method: Method,
     /// Cloning a `Uri` shares its bytes; only the path is ever logged.
     uri: Uri,
-    /// Matched route.
-    pub route: Option<Name>,
-    /// Issuer (config name) that verified the token.
-    pub issuer: Option<Arc<str>>,
-    /// `sub` of the verified token.
-    pub subject: Option<String>,
+    /// Matched route (its name and counters).
+    pub route: Option<Arc<RouteStats>>,
+    /// The token let through: its issuer (config name) and `sub` are
+    /// logged (kept whole rather than copied out on every request).
+    pub verified: Option<Arc<Verified>>,
     /// Failure reason.
     pub reason: Option<&'static str>,
     /// SHA-256 of the token.
     pub token_digest: Option<[u8; 32]>,
     /// `proxy` or `decisions`: which listener answered.
     pub listener: &'static str,
-}
-
-thread_local! {
-    static NO_ROUTE: Name = Name("(none)".into());
 }
 
 impl AccessLog {
@@ -40,8 +36,7 @@ impl AccessLog {
             method: method.clone(),
             uri: uri.clone(),
             route: None,
-            issuer: None,
-            subject: None,
+            verified: None,
             reason: None,
             token_digest: None,
             listener: "proxy",
@@ -52,20 +47,19 @@ impl AccessLog {
     pub fn finish(self, status: StatusCode, started: Instant, metrics: &Metrics) {
         let took = started.elapsed();
         let decision = self.listener == "decisions";
-        match &self.route {
-            Some(route) => metrics.request(route, status.as_u16(), took, decision),
-            None => NO_ROUTE.with(|none| metrics.request(none, status.as_u16(), took, decision)),
-        }
+        let route = self.route.as_ref().unwrap_or(&metrics.unrouted);
+        metrics.request(route, status.as_u16(), took, decision);
+        let verified = self.verified.as_deref();
         tracing::info!(
             target: "authgate::access",
             listener = self.listener,
-            route = self.route.as_ref().map(|r| &*r.0),
+            route = self.route.as_ref().map(|r| &*r.name.0),
             method = self.method.as_str(),
             path = self.uri.path(),
             status = status.as_u16(),
             duration_ms = took.as_secs_f64() * 1000.0,
-            issuer = self.issuer.as_deref(),
-            subject = self.subject.as_deref(),
+            issuer = verified.map(|v| &*v.issuer),
+            subject = verified.and_then(|v| v.claims.get("sub")).and_then(|s| s.as_str()),
             reason = self.reason,
             token_fp = self.token_digest.as_ref().map(fingerprint),
         );

@@ -2,15 +2,17 @@
 //! hand-formatted exposition. Label values are route and issuer names from
 //! the config and fixed reason words, never request data.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::histogram::exponential_buckets;
 use prometheus_client::registry::Registry;
+
+pub use super::sharded::Histogram;
 
 /// A shared label value (route or issuer name) that clones without copying.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -84,8 +86,9 @@ pub struct Metrics {
     pub jwks_keys: Family<IssuerLabel, Gauge>,
     /// `authgate_jwks_key_age_seconds{issuer}`: time since keys were last fetched
     pub jwks_key_age: Family<IssuerLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
-    /// `authgate_verified_cache_total{result}`: hit or miss
-    pub verified_cache: Family<ResultLabel, Counter>,
+    /// `authgate_verified_cache_total{result}`: hit or miss (counted on
+    /// every request, so per worker)
+    pub verified_cache: Family<ResultLabel, super::sharded::Counter>,
     /// `authgate_config_reloads_total{result}`: success or error
     pub config_reloads: Family<ResultLabel, Counter>,
     /// `authgate_revocation_store_up`: 1 while this replica's deny list is
@@ -93,6 +96,8 @@ pub struct Metrics {
     pub revocation_store_up: Gauge,
     /// `authgate_revocations{kind}`: entries on this replica's deny list (`token`, `subject`)
     pub revocations: Family<KindLabel, Gauge>,
+    /// The counters of requests that matched no route.
+    pub unrouted: Arc<RouteStats>,
 }
 
 /// `{kind}`
@@ -111,10 +116,9 @@ impl Default for Metrics {
 impl Metrics {
     /// Registers every metric.
     pub fn new() -> Self {
+        let (requests, decisions) = (Family::default(), Family::default());
         let mut m = Self {
             registry: Registry::with_prefix("authgate"),
-            requests: Family::default(),
-            decisions: Family::default(),
             auth_failures: Family::default(),
             request_duration: Histogram::new(exponential_buckets(0.000_1, 2.0, 18)),
             auth_duration: Histogram::new(exponential_buckets(0.000_002, 2.0, 18)),
@@ -125,6 +129,13 @@ impl Metrics {
             config_reloads: Family::default(),
             revocation_store_up: Gauge::default(),
             revocations: Family::default(),
+            unrouted: Arc::new(RouteStats::new(
+                Name("(none)".into()),
+                &requests,
+                &decisions,
+            )),
+            requests,
+            decisions,
         };
         let r = &mut m.registry;
         r.register(
@@ -198,18 +209,84 @@ impl Metrics {
         out
     }
 
+    /// The counters of the route named `name`.
+    pub fn route_stats(&self, name: Name) -> RouteStats {
+        RouteStats::new(name, &self.requests, &self.decisions)
+    }
+
     /// Counts one answered request (`decision`: of the decision listener).
-    pub fn request(&self, route: &Name, status: u16, took: Duration, decision: bool) {
-        let family = match decision {
-            true => &self.decisions,
-            false => &self.requests,
-        };
-        family
-            .get_or_create(&RouteStatus {
-                route: route.clone(),
-                status,
-            })
-            .inc();
+    pub fn request(&self, route: &RouteStats, status: u16, took: Duration, decision: bool) {
+        match decision {
+            true => route.decisions.inc(&route.name, status),
+            false => route.requests.inc(&route.name, status),
+        }
         self.request_duration.observe(took.as_secs_f64());
+    }
+}
+
+/// The statuses most answers have: their counters are resolved once per
+/// route and kept, the others looked up in the family each time.
+const COMMON_STATUSES: [u16; 16] = [
+    200, 201, 204, 301, 302, 304, 400, 401, 403, 404, 429, 499, 500, 502, 503, 504,
+];
+
+/// One route's request counters, built with each runtime: counting an
+/// answer is an index and an atomic add, not a hash of the route's name
+/// and a lock on the family.
+#[derive(Debug)]
+pub struct RouteStats {
+    /// The route's name (the label, and the access log's `route`).
+    pub name: Name,
+    requests: StatusCounters,
+    decisions: StatusCounters,
+}
+
+impl RouteStats {
+    fn new(
+        name: Name,
+        requests: &Family<RouteStatus, Counter>,
+        decisions: &Family<RouteStatus, Counter>,
+    ) -> Self {
+        Self {
+            name,
+            requests: StatusCounters::new(requests),
+            decisions: StatusCounters::new(decisions),
+        }
+    }
+}
+
+/// A family's counters for one route, the common statuses resolved on first use.
+#[derive(Debug)]
+struct StatusCounters {
+    family: Family<RouteStatus, Counter>,
+    common: OnceLock<Box<[OnceLock<Counter>; COMMON_STATUSES.len()]>>,
+}
+
+impl StatusCounters {
+    fn new(family: &Family<RouteStatus, Counter>) -> Self {
+        Self {
+            family: family.clone(),
+            common: OnceLock::new(),
+        }
+    }
+
+    fn inc(&self, route: &Name, status: u16) {
+        let resolve = || {
+            self.family
+                .get_or_create(&RouteStatus {
+                    route: route.clone(),
+                    status,
+                })
+                .clone()
+        };
+        match COMMON_STATUSES.iter().position(|s| *s == status) {
+            Some(i) => {
+                let slots = self
+                    .common
+                    .get_or_init(|| Box::new(std::array::from_fn(|_| OnceLock::new())));
+                slots[i].get_or_init(resolve).inc()
+            }
+            None => resolve().inc(),
+        };
     }
 }

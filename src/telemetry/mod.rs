@@ -5,3 +5,4 @@ pub(crate) mod access_log;
 pub(crate) mod logging;
 pub mod metrics;
 pub(crate) mod redact;
+pub mod sharded;

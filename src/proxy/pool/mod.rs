@@ -74,7 +74,7 @@ pub fn set_shard(index: usize) {
 }
 
 /// This thread's idle stack.
-fn shard() -> usize {
+pub(crate) fn shard() -> usize {
     SHARD.with(std::cell::Cell::get)
 }
 
