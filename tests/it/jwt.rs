@@ -445,6 +445,32 @@ async fn tenant_claim_must_match_the_path_parameter() {
     assert_eq!(fx.up.count(), before);
 }
 
+/// The verified-token cache skips the policy for claims that passed it on
+/// the same route before: never for another route, or for a policy that
+/// reads the path.
+#[tokio::test]
+async fn a_cached_token_meets_each_routes_policy_on_every_request() {
+    let fx = fixture().await;
+    let mut c = fx.issuer.claims();
+    c["tenant_id"] = "acme".into();
+    c["scope"] = "write".into();
+    c.as_object_mut().unwrap().remove("scp");
+    let token = fx.ec.token("ES256", json!({}), &c);
+    for _ in 0..2 {
+        let on_tenant = fx.call_path("/tenants/acme/orders", &token).await;
+        assert_eq!(on_tenant.status, 200, "{}", on_tenant.body);
+    }
+    let before = fx.up.count();
+    for _ in 0..2 {
+        let a = fx.call(&token).await;
+        assert_eq!(a.status, 403, "api wants scope read: {}", a.body);
+        assert!(a.challenge.unwrap().contains(r#"scope="read""#));
+        let other = fx.call_path("/tenants/globex/orders", &token).await;
+        assert_eq!(other.status, 403, "{}", other.body);
+    }
+    assert_eq!(fx.up.count(), before, "the upstream must see nothing");
+}
+
 #[tokio::test]
 async fn extraction_follows_rfc_6750() {
     let fx = fixture().await;
