@@ -8,6 +8,7 @@ pub(crate) mod binding;
 pub mod dpop;
 pub mod extract;
 pub(crate) mod failure;
+mod front;
 pub mod identity;
 pub(crate) mod introspect;
 pub(crate) mod policy;
@@ -80,6 +81,8 @@ pub struct Authenticator {
     /// SipHash: a token is some 600 bytes, and only tokens whose signature
     /// verified are ever inserted, so a client cannot choose colliding keys.
     verified: VerifiedCache,
+    /// Each thread's last tokens, looked at before `verified`.
+    front: front::Front,
     revocations: Arc<Revocations>,
     cache_hits: sharded::Counter,
     cache_misses: sharded::Counter,
@@ -210,6 +213,7 @@ impl Authenticator {
             route_metadata,
             route_api_keys,
             verified,
+            front: front::Front::new(),
             revocations,
             cache_hits,
             cache_misses,
@@ -267,7 +271,10 @@ impl Authenticator {
         let result = result.and_then(|v| {
             self.revocations
                 .check(&v.issuer, &v.claims)
-                .inspect_err(|_| self.verified.invalidate(found.bytes()))?;
+                .inspect_err(|_| {
+                    self.verified.invalidate(found.bytes());
+                    self.front.clear();
+                })?;
             // A policy without path parameters depends on the claims alone:
             // identity headers rendered for this route mean these claims
             // passed it here before.
@@ -324,7 +331,12 @@ impl Authenticator {
 
     /// A still-valid cache entry whose issuer this route accepts and whose key is still published.
     fn cached(&self, token: &[u8], issuers: &[Arc<KeyCache>]) -> Option<Arc<Verified>> {
-        let hit = self.verified.get(token).filter(|v| {
+        let found = self.front.get(token).or_else(|| {
+            let v = self.verified.get(token)?;
+            self.front.put(token, &v);
+            Some(v)
+        });
+        let hit = found.filter(|v| {
             v.exp > verify::now()
                 && issuers.iter().any(|k| {
                     *k.issuer().name == *v.issuer && k.still_has(v.kid.as_deref(), &v.key_id)
@@ -340,6 +352,7 @@ impl Authenticator {
     /// Drops every verified token `revocation` covers from the cache (the
     /// revocation check on each request refuses them anyway; this frees them).
     pub fn forget(&self, revocation: &Revocation) {
+        self.front.clear();
         let revocation = revocation.clone();
         let _ = self
             .verified
