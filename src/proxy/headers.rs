@@ -66,6 +66,12 @@ impl ClientInfo {
 /// removed: most requests carry none, and most responses only
 /// `Connection: keep-alive`, which costs one removal and no allocation.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    strip(headers, |_| false);
+}
+
+/// Removes hop-by-hop headers, those `Connection` names, and those
+/// `doomed` picks, in one pass over the names present.
+fn strip(headers: &mut HeaderMap, doomed: impl Fn(&HeaderName) -> bool) {
     let connection = headers.get_all(header::CONNECTION);
     let named = |name: &HeaderName| {
         connection.iter().any(|v| {
@@ -75,37 +81,34 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             })
         })
     };
-    let mut doomed: Vec<HeaderName> = Vec::new();
+    // The first few on the stack: a request usually loses only its
+    // `Authorization`, and that should not cost an allocation.
+    let mut few: [Option<HeaderName>; 4] = Default::default();
+    let mut more: Vec<HeaderName> = Vec::new();
     let mut has_connection = false;
     for name in headers.keys() {
         if *name == header::CONNECTION {
             has_connection = true;
-        } else if is_hop_by_hop(name) || named(name) {
-            doomed.push(name.clone());
+        } else if is_hop_by_hop(name) || doomed(name) || named(name) {
+            match few.iter_mut().find(|slot| slot.is_none()) {
+                Some(slot) => *slot = Some(name.clone()),
+                None => more.push(name.clone()),
+            }
         }
     }
     if has_connection {
         headers.remove(header::CONNECTION);
     }
-    for name in doomed {
+    for name in few.into_iter().flatten().chain(more) {
         headers.remove(name);
     }
 }
 
 /// Removes every header a client may have sent that the upstream could
 /// take for ours: identity headers in any spelling (see [`IdentityNames`])
-/// and the routing overrides of [`ROUTING_OVERRIDES`]. One pass over the
-/// names present; nothing is allocated when none is there (the usual case).
-pub fn strip_spoofable(headers: &mut HeaderMap, reserved: &IdentityNames) {
-    let mut doomed: Vec<HeaderName> = Vec::new();
-    for name in headers.keys() {
-        if reserved.covers(name) || ROUTING_OVERRIDES.contains(&name.as_str()) {
-            doomed.push(name.clone());
-        }
-    }
-    for name in doomed {
-        headers.remove(name);
-    }
+/// and the routing overrides of [`ROUTING_OVERRIDES`].
+fn spoofable(name: &HeaderName, reserved: &IdentityNames) -> bool {
+    reserved.covers(name) || ROUTING_OVERRIDES.contains(&name.as_str())
 }
 
 /// What a request's headers are rewritten with for its upstream.
@@ -133,11 +136,14 @@ pub struct Rewrite<'a> {
 
 /// Rewrites a request's headers for the upstream.
 pub fn rewrite_request(headers: &mut HeaderMap, r: Rewrite<'_>) {
-    strip_hop_by_hop(headers);
-    strip_spoofable(headers, r.reserved);
-    if !r.forward.keep_authorization {
-        headers.remove(header::AUTHORIZATION);
-        headers.remove(HeaderName::from_static("dpop"));
+    // The credential goes unless the route keeps it (and a phantom JWT
+    // takes its place below).
+    let drop_credentials = !r.forward.keep_authorization;
+    strip(headers, |name| {
+        spoofable(name, r.reserved)
+            || (drop_credentials && (*name == header::AUTHORIZATION || name.as_str() == "dpop"))
+    });
+    if drop_credentials {
         for source in r.token_from {
             match source {
                 TokenSource::Cookie(name) => strip_cookie(headers, name),
@@ -157,8 +163,14 @@ pub fn rewrite_request(headers: &mut HeaderMap, r: Rewrite<'_>) {
         Some(host) => headers.insert(X_FORWARDED_HOST, host),
         None => headers.remove(X_FORWARDED_HOST),
     };
-    if !headers.get(X_REQUEST_ID).is_some_and(valid_request_id) {
-        headers.insert(X_REQUEST_ID, new_request_id());
+    match headers.entry(X_REQUEST_ID) {
+        header::Entry::Occupied(e) if valid_request_id(e.get()) => {}
+        header::Entry::Occupied(mut e) => {
+            e.insert(new_request_id());
+        }
+        header::Entry::Vacant(e) => {
+            e.insert(new_request_id());
+        }
     }
     headers.insert(header::HOST, r.upstream_host.clone());
     // CONTRACT §8.6: the upstream gets the authorization server's own JWT,
@@ -243,18 +255,21 @@ pub fn declare_grpc_trailers(headers: &mut HeaderMap) {
 }
 
 fn append_forwarded_for(headers: &mut HeaderMap, ip: HeaderValue) {
-    let prior = headers
-        .get(X_FORWARDED_FOR)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|p| !p.is_empty());
-    let value = match prior {
-        Some(prior) => {
-            HeaderValue::try_from(format!("{prior}, {}", ip.to_str().unwrap_or(""))).unwrap_or(ip)
+    // One lookup through the entry, for reading and replacing alike.
+    match headers.entry(X_FORWARDED_FOR) {
+        header::Entry::Vacant(e) => {
+            e.insert(ip);
         }
-        None => ip,
-    };
-    headers.insert(X_FORWARDED_FOR, value);
+        header::Entry::Occupied(mut e) => {
+            let prior = e.get().to_str().map(str::trim).unwrap_or("");
+            let value = match prior.is_empty() {
+                true => ip,
+                false => HeaderValue::try_from(format!("{prior}, {}", ip.to_str().unwrap_or("")))
+                    .unwrap_or(ip),
+            };
+            e.insert(value);
+        }
+    }
 }
 
 /// A client-chosen request id is kept when short and printable.
