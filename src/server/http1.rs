@@ -16,8 +16,11 @@
 //! leaves the upstream's side in the connection's [`UpgradeSlot`], and once
 //! hyper has written the 101 and handed the socket back, the two are joined.
 //!
-//! TLS connections are never parked: rustls keeps its own buffers, and
-//! socket readiness says nothing about what it has already decrypted.
+//! TLS connections are parked the same way, rustls's state kept: the
+//! session (keys, sequence numbers) must survive, and its buffers are
+//! small when empty. A TLS connection is parked only when rustls holds no
+//! decrypted bytes that hyper has not read, since socket readiness says
+//! nothing about those.
 
 use std::io;
 use std::pin::Pin;
@@ -49,8 +52,13 @@ pub const PARK_AFTER: Duration = Duration::from_millis(100);
 
 /// A client stream that may be parked between requests.
 pub trait Parkable: AsyncRead + AsyncWrite + Unpin + Send + 'static {
-    /// Whether waiting for socket readiness is enough to resume it.
+    /// Whether the transport can be parked at all.
     fn can_park(&self) -> bool;
+    /// Whether waiting for socket readiness is enough to resume it now:
+    /// nothing read from the socket is still buffered above it.
+    fn at_rest(&self) -> bool {
+        true
+    }
     /// Resolves when bytes (or EOF) can be read.
     fn readable(&self) -> impl Future<Output = io::Result<()>> + Send;
 }
@@ -66,10 +74,16 @@ impl Parkable for Tracked {
 
 impl Parkable for tokio_rustls::server::TlsStream<Tracked> {
     fn can_park(&self) -> bool {
-        false
+        true
+    }
+    /// rustls holds no decrypted bytes hyper has not read and nothing left
+    /// to send: then the next record can only come from the socket.
+    fn at_rest(&self) -> bool {
+        let tls = self.get_ref().1;
+        tls.wants_read() && !tls.wants_write()
     }
     fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
-        std::future::pending()
+        self.get_ref().0.inner.readable()
     }
 }
 
@@ -110,6 +124,7 @@ pub async fn serve_http1<I: Parkable>(
     loop {
         if park
             && io.prefix.is_empty()
+            && io.inner.at_rest()
             && !wait_parked(&io.inner, &mut stop, timer.as_mut(), tick, &activity, idle).await
         {
             return;
