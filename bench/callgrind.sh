@@ -10,6 +10,8 @@
 #   bash bench/callgrind.sh            # about 1 minute
 #   TOP=60 bash bench/callgrind.sh
 #   KEEP=/tmp/cg.out bash bench/callgrind.sh   # keeps the profile
+#   TOKENS=distinct bash bench/callgrind.sh     # a new RS256 token on every
+#                                               # request: the signature-checking path
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TOP=${TOP:-30}
@@ -20,13 +22,21 @@ if ! need valgrind; then
 fi
 
 cargo build --release --quiet --bin authgate --example bench_tokens
-target/release/examples/bench_tokens "$WORK" 10 >/dev/null
+TOKENS=${TOKENS:-reused}
+# Under callgrind the gateway serves a few thousand requests in 10 s:
+# 20,000 distinct tokens are never used twice.
+target/release/examples/bench_tokens "$WORK" "$([ "$TOKENS" = distinct ] && echo 20000 || echo 10)" >/dev/null
 UPSTREAM=$(free_port); GATE=$(free_port); ADMIN=$(free_port)
 start_upstream "$UPSTREAM"
 gateway_yaml "$WORK/gate.yaml" "$GATE" "$ADMIN" "$UPSTREAM"
 cat >"$WORK/token.lua" <<EOF
-local token = io.open("$WORK/reused.txt"):read("*l")
-wrk.headers["Authorization"] = "Bearer " .. token
+local tokens = {}
+for line in io.lines("$WORK/$TOKENS.txt") do tokens[#tokens + 1] = line end
+local i = 0
+request = function()
+    i = i % #tokens + 1
+    return wrk.format("GET", "/bench", { ["Authorization"] = "Bearer " .. tokens[i] })
+end
 EOF
 
 OUT="$WORK/callgrind.out"
@@ -37,7 +47,7 @@ for _ in $(seq 120); do
     curl -sf "http://127.0.0.1:$ADMIN/readyz" >/dev/null && break
     sleep 0.5
 done
-status=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $(cat "$WORK/reused.txt")" "http://127.0.0.1:$GATE/bench")
+status=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $(head -1 "$WORK/reused.txt")" "http://127.0.0.1:$GATE/bench")
 [ "$status" = 200 ] || { echo "warm-up request answered $status" >&2; exit 1; }
 
 callgrind_control -z "${PIDS[-1]}" >/dev/null
@@ -54,7 +64,7 @@ allocations=$(callgrind_annotate --tree=caller --threshold=100 "$dump" 2>/dev/nu
     /\*  \?\?\?:mi_(malloc|zalloc|realloc)(_aligned)? / { sum += calls }
     { calls = 0 }
     END { print sum + 0 }')
-echo "requests served: $requests"
+echo "requests served: $requests ($TOKENS tokens; verified-cache misses: $(curl -sf "http://127.0.0.1:$ADMIN/metrics" | awk '/^authgate_verified_cache_total\{result="miss"\}/ {print $2}'))"
 echo "instructions per request: $((total / requests))"
 echo "allocations per request: $(awk -v a="$allocations" -v n="$requests" 'BEGIN {printf "%.1f", a / n}')"
 echo

@@ -303,7 +303,7 @@ impl Authenticator {
         introspected: Option<&RouteIntrospection>,
         issuers: &[Arc<KeyCache>],
     ) -> ([u8; 32], Result<Arc<Verified>, AuthFailure>) {
-        let digest = token.digest();
+        let (digest, signing_sha256) = token.digests();
         let result = match introspected {
             Some(i) => {
                 let name = &i.introspector.issuer().name;
@@ -312,7 +312,7 @@ impl Authenticator {
                     .introspect(token, digest, keys.map(|k| &**k))
                     .await
             }
-            None => self.verify(token, digest, issuers).await,
+            None => self.verify(token, (digest, signing_sha256), issuers).await,
         };
         (digest, result)
     }
@@ -321,10 +321,10 @@ impl Authenticator {
     async fn verify(
         &self,
         token: token::BearerToken<'_>,
-        digest: [u8; 32],
+        digests: ([u8; 32], Option<aws_lc_rs::digest::Digest>),
         issuers: &[Arc<KeyCache>],
     ) -> Result<Arc<Verified>, AuthFailure> {
-        let v = Arc::new(verify::verify(token, digest, issuers, verify::now()).await?);
+        let v = Arc::new(verify::verify(token, digests, issuers, verify::now()).await?);
         self.verified.insert(token.0.as_bytes().into(), v.clone());
         Ok(v)
     }

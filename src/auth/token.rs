@@ -27,10 +27,30 @@ pub struct BearerToken<'a>(pub &'a str);
 impl BearerToken<'_> {
     /// SHA-256 of the token bytes: the verified-cache key and the log fingerprint.
     pub fn digest(&self) -> [u8; 32] {
-        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, self.0.as_bytes());
+        self.digests().0
+    }
+
+    /// The token's SHA-256 and, for a JWS, that of its signing input
+    /// (everything before the last `.`), in one pass over the bytes: the
+    /// signing input is the token's prefix, so its hash is the running
+    /// hash's state at the last `.`, copied. RS256, PS256 and ES256 verify
+    /// that digest instead of hashing the signing input a second time.
+    pub fn digests(&self) -> ([u8; 32], Option<aws_lc_rs::digest::Digest>) {
+        use aws_lc_rs::digest::{Context, SHA256};
+        let bytes = self.0.as_bytes();
+        let mut running = Context::new(&SHA256);
+        let signing = self.0.rfind('.').map(|dot| {
+            running.update(&bytes[..dot]);
+            let signing = running.clone().finish();
+            running.update(&bytes[dot..]);
+            signing
+        });
+        if signing.is_none() {
+            running.update(bytes);
+        }
         let mut out = [0u8; 32];
-        out.copy_from_slice(d.as_ref());
-        out
+        out.copy_from_slice(running.finish().as_ref());
+        (out, signing)
     }
 }
 

@@ -71,7 +71,7 @@ pub fn now() -> f64 {
 /// Verifies `token` against the issuer its `iss` names among `issuers`.
 pub async fn verify(
     token: BearerToken<'_>,
-    digest: [u8; 32],
+    (digest, signing_sha256): ([u8; 32], Option<aws_lc_rs::digest::Digest>),
     issuers: &[Arc<KeyCache>],
     now: f64,
 ) -> Result<Verified, AuthFailure> {
@@ -100,7 +100,16 @@ pub async fn verify(
     }
     // Off-length signatures are refused here without decoding them.
     if jws.signature_len != key.signature_len(alg)
-        || !key.verifies(alg, jws.signing_input.as_bytes(), jws.signature_b64)
+        || !key.verifies_hashed(
+            alg,
+            jws.signing_input.as_bytes(),
+            // The digest is of the token's bytes before its last `.`: the
+            // signing input exactly when the token has three parts.
+            signing_sha256
+                .as_ref()
+                .filter(|_| jws.signing_input.len() + 1 + jws.signature_b64.len() == token.0.len()),
+            jws.signature_b64,
+        )
     {
         return Err(AuthFailure::BadSignature);
     }
