@@ -10,6 +10,7 @@
 #
 #   bash bench/idle.sh                           # about 2 minutes
 #   IDLE_CONNECTIONS=2000 IDLE_TRANSPORTS="h1 h2c" bash bench/idle.sh
+#   AUTHGATE=/tmp/authgate-before bash bench/idle.sh   # an earlier build
 set -euo pipefail
 cd "$(dirname "$0")/.."
 IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-10000}
@@ -31,7 +32,7 @@ for transport in $IDLE_TRANSPORTS; do
     case $transport in *tls) tls="  tls: { cert_file: cert.pem, key_file: key.pem }" ;; esac
     gateway_yaml "$WORK/gate-$transport.yaml" "$GATE" "$ADMIN" "$UPSTREAM" "  max_connections: $GATE_MAX_CONNECTIONS
 $tls"
-    target/release/authgate run --config "$WORK/gate-$transport.yaml" --log-level error >>"$WORK/gate.log" 2>&1 &
+    "${AUTHGATE:-target/release/authgate}" run --config "$WORK/gate-$transport.yaml" --log-level error >>"$WORK/gate.log" 2>&1 &
     pid=$!
     PIDS+=("$pid")
     for _ in $(seq 100); do
