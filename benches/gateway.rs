@@ -99,13 +99,7 @@ fn auth(c: &mut Criterion) {
         group.bench_function(alg, |b| {
             b.to_async(&tokio).iter(|| async {
                 let token = BearerToken(black_box(&token));
-                let v = verify::verify(
-                    token,
-                    token.digests(),
-                    &caches,
-                    verify::now(),
-                )
-                .await;
+                let v = verify::verify(token, token.digests(), &caches, verify::now()).await;
                 black_box(v.is_ok())
             })
         });

@@ -73,13 +73,22 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// `doomed` picks, in one pass over the names present.
 fn strip(headers: &mut HeaderMap, doomed: impl Fn(&HeaderName) -> bool) {
     let connection = headers.get_all(header::CONNECTION);
-    let named = |name: &HeaderName| {
-        connection.iter().any(|v| {
-            v.as_bytes().split(|b| *b == b',').any(|t| {
-                t.trim_ascii()
-                    .eq_ignore_ascii_case(name.as_str().as_bytes())
-            })
+    // `Connection: keep-alive` (or `close`) names only a header that goes
+    // anyway: then no other name needs comparing with its tokens.
+    let names_others = connection.iter().any(|v| {
+        v.as_bytes().split(|b| *b == b',').any(|t| {
+            let t = t.trim_ascii();
+            !t.eq_ignore_ascii_case(b"keep-alive") && !t.eq_ignore_ascii_case(b"close")
         })
+    });
+    let named = |name: &HeaderName| {
+        names_others
+            && connection.iter().any(|v| {
+                v.as_bytes().split(|b| *b == b',').any(|t| {
+                    t.trim_ascii()
+                        .eq_ignore_ascii_case(name.as_str().as_bytes())
+                })
+            })
     };
     // The first few on the stack: a request usually loses only its
     // `Authorization`, and that should not cost an allocation.
