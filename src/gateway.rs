@@ -26,6 +26,10 @@ pub struct Gateway {
     runtime: RwLock<Arc<Runtime>>,
     /// Bumped by each reload, after the swap (see [`Gateway::snapshot`]).
     generation: AtomicU64,
+    /// Told of each reload, so that an idle worker lets go of the runtime
+    /// it last used instead of keeping it (its key caches refreshing, its
+    /// idle upstream connections open) until its next request.
+    reloaded: tokio::sync::watch::Sender<u64>,
     /// Tells this gateway's entry in a thread's snapshot apart from
     /// another's (tests run several in one process).
     id: u64,
@@ -84,6 +88,7 @@ impl Gateway {
             stream_cap,
             runtime: RwLock::new(Arc::new(runtime)),
             generation: AtomicU64::new(0),
+            reloaded: tokio::sync::watch::Sender::new(0),
             id: GATEWAY_IDS.fetch_add(1, Ordering::Relaxed),
             metrics,
             draining: AtomicBool::new(false),
@@ -126,6 +131,11 @@ impl Gateway {
         })
     }
 
+    /// Resolves after the next reload.
+    pub fn reloads(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.reloaded.subscribe()
+    }
+
     /// Swaps in a new config; in-flight requests keep the old snapshot.
     pub fn reload(&self, mut config: Config) -> Result<(), ConfigProblem> {
         let current = self.runtime();
@@ -135,7 +145,8 @@ impl Gateway {
         let next = Runtime::build(config, Some(&current), &self.metrics)?;
         next.start_background();
         *self.runtime.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
-        self.generation.fetch_add(1, Ordering::Release);
+        let generation = self.generation.fetch_add(1, Ordering::Release) + 1;
+        self.reloaded.send_replace(generation);
         Ok(())
     }
 

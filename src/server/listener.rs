@@ -141,7 +141,24 @@ async fn run_worker(
     load: Arc<AtomicUsize>,
     stop: watch::Receiver<bool>,
 ) {
-    while let Some(handed) = accepted.recv().await {
+    let mut reloads = gateway.reloads();
+    let mut reloading = true;
+    loop {
+        let handed = tokio::select! {
+            handed = accepted.recv() => match handed {
+                Some(handed) => handed,
+                None => break,
+            },
+            // This thread's snapshot moves to the new runtime now, not at
+            // its next request (`Gateway::snapshot`).
+            changed = reloads.changed(), if reloading => {
+                match changed {
+                    Ok(()) => drop(gateway.snapshot()),
+                    Err(_) => reloading = false,
+                }
+                continue;
+            }
+        };
         let Ok(tcp) = TcpStream::from_std(handed.tcp) else {
             load.fetch_sub(1, Ordering::Relaxed);
             continue;

@@ -174,3 +174,37 @@ routes:
     );
     let _ = Duration::ZERO;
 }
+
+#[tokio::test]
+async fn an_issuer_removed_by_a_reload_is_fetched_no_more_even_with_no_request_after() {
+    // Each worker keeps its own handle on the runtime it last served
+    // (`Gateway::snapshot`); a reload must make idle workers let go of the
+    // old one, whose key cache would otherwise go on refreshing.
+    let key = Signer::es256("k1");
+    let issuer = TestIssuer::spawn(&[&key]).await;
+    let up = Upstream::spawn().await;
+    let gw = TestGateway::start(&yaml(&issuer, &up, "30s", "")).await;
+    let token = key.token("ES256", json!({}), &issuer.claims());
+    // Concurrent connections, so that both workers serve one.
+    let served = tokio::join!(
+        get(&gw, &token),
+        get(&gw, &token),
+        get(&gw, &token),
+        get(&gw, &token)
+    );
+    assert_eq!(served, (200, 200, 200, 200));
+    let public = format!(
+        "routes:\n  - name: api\n    match: {{ path_prefix: /api }}\n    upstream: \"{}\"\n    auth: public\n",
+        up.url()
+    );
+    reload(&gw, &public);
+    // A refresh already under way may still land.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let after = issuer.fetches();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        issuer.fetches(),
+        after,
+        "the removed issuer's keys (ttl 1s) were fetched again after the reload"
+    );
+}
