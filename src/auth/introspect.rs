@@ -243,7 +243,7 @@ impl Introspector {
             .await
             .map_err(|_| CallError::Unsigned("no key of the issuer has its kid"))?;
         if !key.fits(alg)
-            || jws.signature_len != key.signature_len(alg)
+            || jws.signature.len() != key.signature_len(alg)
             || !key.verifies(alg, jws.signing_input.as_bytes(), jws.signature_b64)
         {
             return Err(CallError::Unsigned("bad signature"));

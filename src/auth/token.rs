@@ -89,8 +89,8 @@ pub struct Jws<'t> {
     pub signing_input: &'t str,
     /// The signature segment, still base64url.
     pub signature_b64: &'t str,
-    /// The decoded signature length.
-    pub signature_len: usize,
+    /// The signature, decoded (once: the verification uses these bytes).
+    pub signature: Vec<u8>,
 }
 
 /// Parses `token` strictly; see the module doc.
@@ -127,7 +127,7 @@ pub fn parse(token: &str) -> Result<Jws<'_>, AuthFailure> {
         claims,
         signing_input: &token[..h.len() + 1 + p.len()],
         signature_b64: s,
-        signature_len: signature.len(),
+        signature,
     })
 }
 
@@ -297,7 +297,7 @@ mod tests {
         assert_eq!(jws.header.alg, Some(Algorithm::ES256));
         assert_eq!(jws.header.kid.as_deref(), Some("k1"));
         assert_eq!(time_claim(&jws.claims, "exp"), Some(1.5));
-        assert_eq!(jws.signature_len, 3);
+        assert_eq!(jws.signature.len(), 3);
     }
 
     #[test]

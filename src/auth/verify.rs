@@ -99,7 +99,7 @@ pub async fn verify(
         return Err(AuthFailure::AlgorithmNotAllowed);
     }
     // Off-length signatures are refused here without decoding them.
-    if jws.signature_len != key.signature_len(alg)
+    if jws.signature.len() != key.signature_len(alg)
         || !key.verifies_hashed(
             alg,
             jws.signing_input.as_bytes(),
@@ -109,6 +109,7 @@ pub async fn verify(
                 .as_ref()
                 .filter(|_| jws.signing_input.len() + 1 + jws.signature_b64.len() == token.0.len()),
             jws.signature_b64,
+            Some(&jws.signature),
         )
     {
         return Err(AuthFailure::BadSignature);

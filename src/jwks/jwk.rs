@@ -78,19 +78,21 @@ impl VerifyKey {
     /// never reach the crypto), then aws-lc-rs (public keys, parsed when
     /// the JWKS loaded) or jsonwebtoken (HMAC secrets) decides.
     pub fn verifies(&self, alg: Algorithm, signing_input: &[u8], signature_b64: &str) -> bool {
-        self.verifies_hashed(alg, signing_input, None, signature_b64)
+        self.verifies_hashed(alg, signing_input, None, signature_b64, None)
     }
 
     /// [`VerifyKey::verifies`], given the SHA-256 of `signing_input` when
     /// the caller has it: RS256, PS256 and ES256 then check the signature
     /// of that digest (the same check, without hashing the input again);
-    /// every other algorithm hashes `signing_input` itself.
+    /// every other algorithm hashes `signing_input` itself. `decoded`:
+    /// `signature_b64` already decoded, when the caller has decoded it.
     pub fn verifies_hashed(
         &self,
         alg: Algorithm,
         signing_input: &[u8],
         sha256: Option<&aws_lc_rs::digest::Digest>,
         signature_b64: &str,
+        decoded: Option<&[u8]>,
     ) -> bool {
         if !self.fits(alg) {
             return false;
@@ -99,13 +101,21 @@ impl VerifyKey {
         let sha256 = sha256
             .filter(|_| matches!(alg, Algorithm::RS256 | Algorithm::PS256 | Algorithm::ES256));
         match self.parsed_for(alg) {
-            Some(public) => URL_SAFE_NO_PAD.decode(signature_b64).is_ok_and(|sig| {
-                sig.len() == expected
-                    && match sha256 {
-                        Some(digest) => public.verify_digest_sig(digest, &sig).is_ok(),
-                        None => public.verify_sig(signing_input, &sig).is_ok(),
-                    }
-            }),
+            Some(public) => {
+                let check = |sig: &[u8]| {
+                    sig.len() == expected
+                        && match sha256 {
+                            Some(digest) => public.verify_digest_sig(digest, sig).is_ok(),
+                            None => public.verify_sig(signing_input, sig).is_ok(),
+                        }
+                };
+                match decoded {
+                    Some(sig) => check(sig),
+                    None => URL_SAFE_NO_PAD
+                        .decode(signature_b64)
+                        .is_ok_and(|sig| check(&sig)),
+                }
+            }
             None => {
                 self.family == KeyFamily::Hmac
                     && signature_b64.len() == (4 * expected).div_ceil(3)
