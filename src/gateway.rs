@@ -109,9 +109,9 @@ impl Gateway {
     /// generation: a request reads one atomic that changes only on reload
     /// and counts itself on a reference count only its thread touches,
     /// instead of taking the shared lock and the runtime's own count (two
-    /// cache lines every worker wrote on every request). A runtime
-    /// replaced by a reload lives on until each thread that served it has
-    /// served one more request, or ended.
+    /// cache lines every worker wrote on every request). Workers refresh
+    /// theirs as soon as a reload is announced ([`Gateway::reloads`]), so a
+    /// replaced runtime does not live on in an idle worker.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         let generation = self.generation.load(Ordering::Acquire);
         SNAPSHOT.with(|cell| {
@@ -131,7 +131,7 @@ impl Gateway {
         })
     }
 
-    /// Resolves after the next reload.
+    /// Announces each reload (its generation) once the new runtime serves.
     pub fn reloads(&self) -> tokio::sync::watch::Receiver<u64> {
         self.reloaded.subscribe()
     }

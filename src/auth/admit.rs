@@ -113,8 +113,8 @@ impl Authenticator {
                     true => verified.phantom.clone(),
                     false => None,
                 };
-                let identity =
-                    verified.identity_headers(route.index, &route.config.forward.headers);
+                let identity = verified
+                    .identity_headers(self.route_key(route.index), &route.config.forward.headers);
                 log.verified = Some(verified);
                 Ok(Admitted {
                     identity,

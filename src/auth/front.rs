@@ -21,11 +21,6 @@ use super::Verified;
 /// that the largest tokens (16 KiB) hold at most 1 MiB per thread.
 const SLOTS: usize = 64;
 
-/// Numbers fronts, so that a thread's slots filled for one authenticator
-/// (an earlier reload, or another gateway in the same process) are not
-/// read for another.
-static OWNERS: AtomicU64 = AtomicU64::new(1);
-
 /// One authenticator's front: which slots are its own, and the epoch that
 /// empties them.
 #[derive(Debug)]
@@ -49,9 +44,12 @@ thread_local! {
 }
 
 impl Front {
-    pub(super) fn new() -> Self {
+    /// The front of authenticator number `owner`: a thread's slots filled
+    /// for another (an earlier reload, or another gateway in the same
+    /// process) are never read for this one.
+    pub(super) fn new(owner: u64) -> Self {
         Self {
-            owner: OWNERS.fetch_add(1, Ordering::Relaxed),
+            owner,
             epoch: AtomicU64::new(0),
             hasher: foldhash::quality::RandomState::default(),
         }

@@ -24,7 +24,7 @@ use http::HeaderMap;
 pub use admit::{Admitted, Denied};
 pub use failure::AuthFailure;
 pub use identity::Identity;
-pub use verify::Verified;
+pub use verify::{RouteKey, Verified};
 
 use crate::config::{KeySource, Policy, RouteAuth, RouteConfig};
 use crate::jwks::KeyCache;
@@ -64,8 +64,14 @@ impl Outcome<'_> {
     }
 }
 
+/// Numbers authenticators (see [`RouteKey`]).
+static AUTHENTICATORS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 /// Authenticates requests for one config snapshot.
 pub struct Authenticator {
+    /// This authenticator's number: its routes' [`RouteKey`]s and its
+    /// slots in each thread's cache front.
+    id: u64,
     /// Per route (by position): the key caches of its issuers.
     route_issuers: Vec<Vec<Arc<KeyCache>>>,
     /// Per route: how its opaque tokens are introspected, if they are.
@@ -206,14 +212,16 @@ impl Authenticator {
             .verified_cache
             .get_or_create(&ResultLabel { result: "miss" })
             .clone();
+        let id = AUTHENTICATORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Self {
+            id,
             route_issuers,
             route_introspection,
             route_dpop_algs,
             route_metadata,
             route_api_keys,
             verified,
-            front: front::Front::new(),
+            front: front::Front::new(id),
             revocations,
             cache_hits,
             cache_misses,
@@ -278,7 +286,7 @@ impl Authenticator {
             // A policy without path parameters depends on the claims alone:
             // identity headers rendered for this route mean these claims
             // passed it here before.
-            if v.admitted_on(route) && !policy.reads_path() {
+            if v.admitted_on(self.route_key(route)) && !policy.reads_path() {
                 return Ok(v);
             }
             let issuer = issuers
@@ -347,6 +355,14 @@ impl Authenticator {
             None => self.cache_misses.inc(),
         };
         hit
+    }
+
+    /// Route number `index` of this authenticator's config.
+    pub fn route_key(&self, index: usize) -> RouteKey {
+        RouteKey {
+            authenticator: self.id,
+            index,
+        }
     }
 
     /// Drops every verified token `revocation` covers from the cache (the

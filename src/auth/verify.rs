@@ -32,24 +32,35 @@ pub struct Verified {
     pub digest: [u8; 32],
     /// The identity headers last rendered from these claims, and for which
     /// route: a cached token on the same route reuses them.
-    pub identity: OnceLock<(usize, Identity)>,
+    pub identity: OnceLock<(RouteKey, Identity)>,
     /// The authorization server's signed JWT an introspection answered with
     /// (RFC 9701), sent upstream by `forward.authorization: jwt`.
     pub phantom: Option<Arc<str>>,
 }
 
+/// One route of one authenticator (one runtime): claims can outlive a
+/// reload (an introspector and its answers are kept when its issuer is
+/// unchanged), and route number N of the next runtime is another route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteKey {
+    /// The authenticator's own number.
+    pub authenticator: u64,
+    /// The route's position in its config.
+    pub index: usize,
+}
+
 impl Verified {
-    /// Whether identity headers were rendered for route number `route`:
+    /// Whether identity headers were rendered for `route`:
     /// [`Authenticator::admit`](super::Authenticator::admit) renders them
     /// only for a request it lets through, so these claims passed that
     /// route's policy.
-    pub fn admitted_on(&self, route: usize) -> bool {
+    pub fn admitted_on(&self, route: RouteKey) -> bool {
         self.identity.get().is_some_and(|(r, _)| *r == route)
     }
 
-    /// The identity headers for route number `route` (whose mapping is
-    /// `mapping`): rendered once per cached token and route, not per request.
-    pub fn identity_headers(&self, route: usize, mapping: &[(HeaderName, String)]) -> Identity {
+    /// The identity headers for `route` (whose mapping is `mapping`):
+    /// rendered once per cached token and route, not per request.
+    pub fn identity_headers(&self, route: RouteKey, mapping: &[(HeaderName, String)]) -> Identity {
         match self.identity.get() {
             Some((r, headers)) if *r == route => headers.clone(),
             _ => {
@@ -205,23 +216,27 @@ mod tests {
             HeaderName::from_static("x-auth-tenant"),
             "tenant".to_owned(),
         )];
+        let route = |index| RouteKey {
+            authenticator: 1,
+            index,
+        };
         for _ in 0..2 {
-            let on_0 = verified.identity_headers(0, &subject);
+            let on_0 = verified.identity_headers(route(0), &subject);
             assert_eq!(on_0.len(), 1);
             assert_eq!(
                 (on_0[0].0.as_str(), on_0[0].1.as_bytes()),
                 ("x-auth-subject", &b"alice"[..])
             );
-            let on_1 = verified.identity_headers(1, &tenant);
+            let on_1 = verified.identity_headers(route(1), &tenant);
             assert_eq!(on_1.len(), 1);
             assert_eq!(
                 (on_1[0].0.as_str(), on_1[0].1.as_bytes()),
                 ("x-auth-tenant", &b"t1"[..])
             );
         }
-        let first = verified.identity_headers(0, &subject);
+        let first = verified.identity_headers(route(0), &subject);
         assert!(
-            Arc::ptr_eq(&first, &verified.identity_headers(0, &subject)),
+            Arc::ptr_eq(&first, &verified.identity_headers(route(0), &subject)),
             "memoised"
         );
     }

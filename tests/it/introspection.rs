@@ -269,3 +269,59 @@ async fn on_a_mixed_route_jwts_are_verified_and_opaque_tokens_introspected() {
     assert_eq!(get(&fx.gw, &jwt).await.status(), 401);
     assert_eq!(fx.intro.calls().len(), 2);
 }
+
+/// A reload keeps the introspector (and its cached answers) when the issuer
+/// is unchanged; a route tightened by the reload must still apply to them.
+#[tokio::test]
+async fn a_reload_that_tightens_a_route_applies_to_cached_introspection_answers() {
+    const NONCE: &str = "a-nonce-secret-shared-by-replicas-0123456789";
+    let intro = Introspection::spawn().await;
+    let up = Upstream::spawn().await;
+    let yaml = |scopes: &str| {
+        format!(
+            r#"
+server: {{ listen: "127.0.0.1:0", workers: 2 }}
+issuers:
+  legacy:
+    issuer: "https://legacy.example"
+    audiences: [api]
+    leeway: 0s
+    # A shared nonce secret: without one each parse draws a random one, the
+    # issuer differs and the reload builds a new introspector.
+    dpop: {{ nonce_secret_env: NONCE_SECRET }}
+    introspection:
+      endpoint: "{endpoint}"
+      client_id: "gate way"
+      client_secret: "{SECRET}"
+      cache_ttl: 60s
+routes:
+  - name: orders
+    match: {{ path_prefix: /orders }}
+    upstream: "{up}"
+    auth: {{ issuers: [legacy], scopes_all: [{scopes}] }}
+"#,
+            endpoint = intro.url,
+            up = up.url(),
+        )
+    };
+    let gw = TestGateway::start_with_env(&yaml("orders:read"), &[("NONCE_SECRET", NONCE)]).await;
+    intro.active("opaque-reader", active_claims("orders:read"));
+    for _ in 0..2 {
+        assert_eq!(get(&gw, "opaque-reader").await.status(), 200);
+    }
+    let tighter = yaml("orders:read, orders:admin");
+    let lookup = |name: &str| (name == "NONCE_SECRET").then(|| NONCE.to_owned());
+    let loaded = authgate::config::parse(&tighter, std::path::Path::new("."), &lookup).unwrap();
+    gw.running.gateway.reload(loaded.config).unwrap();
+    let before = up.count();
+    for _ in 0..2 {
+        let r = get(&gw, "opaque-reader").await;
+        assert_eq!(r.status(), 403, "the reloaded route wants orders:admin too");
+    }
+    assert_eq!(up.count(), before, "the upstream must see nothing");
+    assert_eq!(
+        intro.calls().len(),
+        1,
+        "the introspector and its cached answer were kept across the reload"
+    );
+}
