@@ -231,13 +231,24 @@ fn upper_percent(path: &str) -> String {
     out
 }
 
-/// 32 random bytes: a nonce key for one process.
-pub fn random_secret() -> Vec<u8> {
-    let mut key = vec![0u8; 32];
-    // The system RNG failing leaves a zero key: nonces then still bind to
-    // this process's slots, and `check` reports nothing worse.
-    let _ = aws_lc_rs::rand::fill(&mut key);
-    key
+/// The nonce key of an issuer without `nonce_secret_env`: drawn once per
+/// process and told apart per issuer (`label`: its config path), so that
+/// every parse of the same file gives the same key. A key drawn anew at
+/// each reload made every nonce clients held stop validating, and made
+/// the issuer differ from itself, so the reload rebuilt its introspector
+/// (losing its cached answers) instead of keeping it.
+pub fn process_secret(label: &str) -> Vec<u8> {
+    static KEY: std::sync::OnceLock<aws_lc_rs::hmac::Key> = std::sync::OnceLock::new();
+    let key = KEY.get_or_init(|| {
+        let mut bytes = [0u8; 32];
+        // The system RNG failing leaves a zero key: nonces then still bind
+        // to this process's slots, and `check` reports nothing worse.
+        let _ = aws_lc_rs::rand::fill(&mut bytes);
+        aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &bytes)
+    });
+    aws_lc_rs::hmac::sign(key, label.as_bytes())
+        .as_ref()
+        .to_vec()
 }
 
 fn slot(now: f64) -> u64 {
@@ -275,6 +286,14 @@ fn nonce_state(secret: &[u8], nonce: Option<&str>, now: f64) -> Option<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_drawn_nonce_key_is_the_same_in_every_parse_and_differs_per_issuer() {
+        let a = process_secret("issuers.a.dpop");
+        assert_eq!(a.len(), 32);
+        assert_eq!(a, process_secret("issuers.a.dpop"));
+        assert_ne!(a, process_secret("issuers.b.dpop"));
+    }
 
     #[test]
     fn rfc_7638_example_thumbprint() {

@@ -338,7 +338,7 @@ pub struct DpopConfig {
     /// Proofs must carry a server nonce.
     pub nonce: bool,
     /// The nonce key: shared by replicas (`nonce_secret_env`) or random
-    /// per process.
+    /// per process and issuer (the same across reloads).
     pub nonce_secret: Secret,
 }
 

@@ -49,7 +49,7 @@ impl Validator<'_> {
             Duration::from_secs(300),
         );
         let nonce_secret = match f.nonce_secret_env {
-            None => Secret(crate::auth::dpop::random_secret()),
+            None => Secret(crate::auth::dpop::process_secret(&path)),
             Some(name) => match (self.lookup)(&name) {
                 Some(v) if v.len() >= MIN_NONCE_SECRET => Secret(v.into_bytes()),
                 Some(_) => {
