@@ -1,8 +1,9 @@
 //! Keep-alive connections that go quiet are parked (hyper's state dropped,
-//! the socket kept; see `src/server/http1.rs`). The client must never
-//! notice: the same connection keeps working, a request split across a pause
-//! is not lost, upgrades (plain and over TLS) and slow streamed answers
-//! still work, and a parked connection costs neither CPU nor much memory.
+//! the socket and any TLS session kept; see `src/server/http1.rs`). The
+//! client must never notice: the same connection keeps working, plain or
+//! over TLS, a request split across a pause is not lost, upgrades (plain and
+//! over TLS) and slow streamed answers still work, and a parked connection
+//! costs neither CPU nor much memory.
 
 use std::net::SocketAddr;
 use std::time::Duration;
