@@ -34,6 +34,18 @@ HARD_NOFILE=$(ulimit -Hn)
 [ "$HARD_NOFILE" = unlimited ] && HARD_NOFILE=1048576
 GATE_MAX_CONNECTIONS=$(( HARD_NOFILE - 2000 < 20000 ? HARD_NOFILE - 2000 : 20000 ))
 
+# wait_ready ADMIN_PORT [LOG]: waits up to 10 s for a gateway's /readyz;
+# if it never answers, prints LOG (when given) and fails.
+wait_ready() {
+    for _ in $(seq 100); do
+        curl -sf "http://127.0.0.1:$1/readyz" >/dev/null && return 0
+        sleep 0.1
+    done
+    [ -n "${2:-}" ] && cat "$2" >&2
+    echo "gateway on admin port $1 not ready after 10 s" >&2
+    return 1
+}
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # start_upstream PORT: nginx on PORT answering every request 200 "ok", with

@@ -43,7 +43,7 @@ for w in 1 2; do
     target/release/authgate run --config "$WORK/gate-$w.yaml" --log-level error >>"$WORK/gate.log" 2>&1 &
     PIDS+=($!)
     PORT[$w]=$gate; PID[$w]=$!
-    for _ in $(seq 100); do curl -sf "http://127.0.0.1:$admin/readyz" >/dev/null && break; sleep 0.1; done
+    wait_ready "$admin" "$WORK/gate.log"
 done
 HZ=$(getconf CLK_TCK)
 ticks() { read -r -a f < "/proc/$1/stat"; echo $((f[13] + f[14])); }

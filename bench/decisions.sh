@@ -70,10 +70,7 @@ start_decisions() { # (re)starts authgate: an empty verified-token cache
     target/release/authgate run --config "$WORK/gate-decisions.yaml" --log-level error >>"$WORK/gate-decisions.log" 2>&1 &
     DEC_GATE_PID=$!
     PIDS+=("$DEC_GATE_PID")
-    for _ in $(seq 100); do
-        curl -sf "http://127.0.0.1:$DEC_ADMIN/readyz" >/dev/null && break
-        sleep 0.1
-    done
+    wait_ready "$DEC_ADMIN" "$WORK/gate-decisions.log"
 }
 dec_nginx_pids() {
     local master

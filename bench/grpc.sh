@@ -51,10 +51,7 @@ EOF
 target/release/authgate run --config "$WORK/gate-grpc.yaml" --log-level error >>"$WORK/gate-grpc.log" 2>&1 &
 GRPC_GATE_PID=$!
 PIDS+=("$GRPC_GATE_PID")
-for _ in $(seq 100); do
-    curl -sf "http://127.0.0.1:$GRPC_ADMIN/readyz" >/dev/null && break
-    sleep 0.1
-done
+wait_ready "$GRPC_ADMIN" "$WORK/gate-grpc.log"
 # One message: field 1 = "hello", behind gRPC's 5-byte length prefix.
 printf '\0\0\0\0\7\n\5hello' >"$WORK/grpc-frame.bin"
 grpc_nginx_pids() {

@@ -35,11 +35,7 @@ $tls"
     "${AUTHGATE:-target/release/authgate}" run --config "$WORK/gate-$transport.yaml" --log-level error >>"$WORK/gate.log" 2>&1 &
     pid=$!
     PIDS+=("$pid")
-    for _ in $(seq 100); do
-        curl -sf "http://127.0.0.1:$ADMIN/readyz" >/dev/null && break
-        sleep 0.1
-    done
-    curl -sf "http://127.0.0.1:$ADMIN/readyz" >/dev/null || { cat "$WORK/gate.log" >&2; exit 1; }
+    wait_ready "$ADMIN" "$WORK/gate.log"
     echo "== $IDLE_CONNECTIONS idle keep-alive connections, $transport"
     python3 - "$transport" "$GATE" "$IDLE_CONNECTIONS" "$(head -1 "$WORK/reused.txt")" "$pid" <<'EOF'
 import socket, ssl, struct, sys, time

@@ -120,10 +120,7 @@ start_gateways() { # (re)starts the gateways: an empty verified-token cache
         eval "GATE_PID_$t=$!"
     done
     for admin in "$ADMIN_PLAIN" "$ADMIN_TLS" ${BEFORE:+"$ADMIN_BPLAIN" "$ADMIN_BTLS"}; do
-        for _ in $(seq 100); do
-            curl -sf "http://127.0.0.1:$admin/readyz" >/dev/null && break
-            sleep 0.1
-        done
+        wait_ready "$admin"
     done
 }
 GATE_PID_plain=; GATE_PID_tls=; GATE_PID_bplain=; GATE_PID_btls=

@@ -34,7 +34,7 @@ write_config 0
 target/release/authgate run --config "$WORK/gateway.yaml" --log-level warn >"$WORK/gateway.log" 2>&1 &
 GATE_PID=$!
 PIDS+=("$GATE_PID")
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$ADMIN/readyz" >/dev/null && break; sleep 0.1; done
+wait_ready "$ADMIN"
 rss() { awk '/VmRSS/ {print $2}' "/proc/$GATE_PID/status"; }
 RSS_START=$(rss)
 
