@@ -55,26 +55,13 @@ impl Front {
         }
     }
 
-    /// This thread's entry for `token`, if it has one.
-    pub(super) fn get(&self, token: &[u8]) -> Option<Arc<Verified>> {
-        self.with_slot(token, |slot| match slot {
-            Some((t, v)) if **t == *token => Some(v.clone()),
-            _ => None,
-        })
-        .flatten()
-    }
-
-    /// Keeps `verified` for `token` on this thread.
-    pub(super) fn put(&self, token: &[u8], verified: &Arc<Verified>) {
-        self.with_slot(token, |slot| *slot = Some((token.into(), verified.clone())));
-    }
-
-    /// Empties every thread's front (each on its next lookup).
-    pub(super) fn clear(&self) {
-        self.epoch.fetch_add(1, Ordering::Release);
-    }
-
-    fn with_slot<T>(&self, token: &[u8], f: impl FnOnce(&mut Slot) -> T) -> Option<T> {
+    /// This thread's entry for `token`, or else what `fill` finds (moka),
+    /// kept in the slot for next time: one hash of the token either way.
+    pub(super) fn get_or_fill(
+        &self,
+        token: &[u8],
+        fill: impl Fn() -> Option<Arc<Verified>>,
+    ) -> Option<Arc<Verified>> {
         let epoch = self.epoch.load(Ordering::Acquire);
         let index = (self.hasher.hash_one(token) as usize) % SLOTS;
         LOCAL
@@ -86,8 +73,22 @@ impl Front {
                     local.owner = self.owner;
                     local.epoch = epoch;
                 }
-                f(&mut local.slots[index])
+                let slot = &mut local.slots[index];
+                match slot {
+                    Some((t, v)) if **t == *token => Some(v.clone()),
+                    _ => {
+                        let found = fill()?;
+                        *slot = Some((token.into(), found.clone()));
+                        Some(found)
+                    }
+                }
             })
-            .ok()
+            // No thread-local left (the thread is ending): moka alone.
+            .unwrap_or_else(|_| fill())
+    }
+
+    /// Empties every thread's front (each on its next lookup).
+    pub(super) fn clear(&self) {
+        self.epoch.fetch_add(1, Ordering::Release);
     }
 }

@@ -242,10 +242,13 @@ impl Introspector {
             .key_for(jws.header.kid.as_deref(), alg)
             .await
             .map_err(|_| CallError::Unsigned("no key of the issuer has its kid"))?;
-        if !key.fits(alg)
-            || jws.signature.len() != key.signature_len(alg)
-            || !key.verifies(alg, jws.signing_input.as_bytes(), jws.signature_b64)
-        {
+        if !key.verifies_decoded(
+            alg,
+            jws.signing_input.as_bytes(),
+            None,
+            jws.signature_b64,
+            &jws.signature,
+        ) {
             return Err(CallError::Unsigned("bad signature"));
         }
         if jws.claims.get("iss").and_then(Value::as_str) != Some(self.issuer.issuer.as_str()) {

@@ -339,11 +339,7 @@ impl Authenticator {
 
     /// A still-valid cache entry whose issuer this route accepts and whose key is still published.
     fn cached(&self, token: &[u8], issuers: &[Arc<KeyCache>]) -> Option<Arc<Verified>> {
-        let found = self.front.get(token).or_else(|| {
-            let v = self.verified.get(token)?;
-            self.front.put(token, &v);
-            Some(v)
-        });
+        let found = self.front.get_or_fill(token, || self.verified.get(token));
         let hit = found.filter(|v| {
             v.exp > verify::now()
                 && issuers.iter().any(|k| {

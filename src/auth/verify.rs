@@ -109,20 +109,18 @@ pub async fn verify(
     if !key.fits(alg) {
         return Err(AuthFailure::AlgorithmNotAllowed);
     }
-    // Off-length signatures are refused here without decoding them.
-    if jws.signature.len() != key.signature_len(alg)
-        || !key.verifies_hashed(
-            alg,
-            jws.signing_input.as_bytes(),
-            // The digest is of the token's bytes before its last `.`: the
-            // signing input exactly when the token has three parts.
-            signing_sha256
-                .as_ref()
-                .filter(|_| jws.signing_input.len() + 1 + jws.signature_b64.len() == token.0.len()),
-            jws.signature_b64,
-            Some(&jws.signature),
-        )
-    {
+    // The digest is of the token's bytes before its last `.`: the signing
+    // input exactly when the token has three parts.
+    let signing_sha256 = signing_sha256
+        .as_ref()
+        .filter(|_| jws.signing_input.len() + 1 + jws.signature_b64.len() == token.0.len());
+    if !key.verifies_decoded(
+        alg,
+        jws.signing_input.as_bytes(),
+        signing_sha256,
+        jws.signature_b64,
+        &jws.signature,
+    ) {
         return Err(AuthFailure::BadSignature);
     }
     check_required(&jws.claims, issuer)?;

@@ -72,53 +72,41 @@ impl VerifyKey {
     }
 
     /// Whether `signature_b64` (base64url, unpadded) is this key's signature
-    /// of `signing_input` under `alg`. The one place a signature is
-    /// checked: the key must fit `alg`, the signature must have exactly the
-    /// length `alg` gives with this key (DER-encoded ECDSA and truncated RSA
-    /// never reach the crypto), then aws-lc-rs (public keys, parsed when
-    /// the JWKS loaded) or jsonwebtoken (HMAC secrets) decides.
+    /// of `signing_input` under `alg` (see [`VerifyKey::verifies_decoded`]).
     pub fn verifies(&self, alg: Algorithm, signing_input: &[u8], signature_b64: &str) -> bool {
-        self.verifies_hashed(alg, signing_input, None, signature_b64, None)
+        URL_SAFE_NO_PAD
+            .decode(signature_b64)
+            .is_ok_and(|sig| self.verifies_decoded(alg, signing_input, None, signature_b64, &sig))
     }
 
-    /// [`VerifyKey::verifies`], given the SHA-256 of `signing_input` when
-    /// the caller has it: RS256, PS256 and ES256 then check the signature
-    /// of that digest (the same check, without hashing the input again);
-    /// every other algorithm hashes `signing_input` itself. `decoded`:
-    /// `signature_b64` already decoded, when the caller has decoded it.
-    pub fn verifies_hashed(
+    /// Whether `signature` (as decoded from `signature_b64`) is this key's
+    /// signature of `signing_input` under `alg`. The one place a signature
+    /// is checked: the key must fit `alg`, the signature must have exactly
+    /// the length `alg` gives with this key (DER-encoded ECDSA and
+    /// truncated RSA never reach the crypto), then aws-lc-rs (public keys,
+    /// parsed when the JWKS loaded) or jsonwebtoken (HMAC secrets, from
+    /// the base64 text) decides. Given the SHA-256 of `signing_input`,
+    /// RS256, PS256 and ES256 check the signature of that digest (the same
+    /// check, without hashing the input again); every other algorithm
+    /// hashes `signing_input` itself.
+    pub fn verifies_decoded(
         &self,
         alg: Algorithm,
         signing_input: &[u8],
         sha256: Option<&aws_lc_rs::digest::Digest>,
         signature_b64: &str,
-        decoded: Option<&[u8]>,
+        signature: &[u8],
     ) -> bool {
-        if !self.fits(alg) {
+        if !self.fits(alg) || signature.len() != self.signature_len(alg) {
             return false;
         }
-        let expected = self.signature_len(alg);
         let sha256 = sha256
             .filter(|_| matches!(alg, Algorithm::RS256 | Algorithm::PS256 | Algorithm::ES256));
-        match self.parsed_for(alg) {
-            Some(public) => {
-                let check = |sig: &[u8]| {
-                    sig.len() == expected
-                        && match sha256 {
-                            Some(digest) => public.verify_digest_sig(digest, sig).is_ok(),
-                            None => public.verify_sig(signing_input, sig).is_ok(),
-                        }
-                };
-                match decoded {
-                    Some(sig) => check(sig),
-                    None => URL_SAFE_NO_PAD
-                        .decode(signature_b64)
-                        .is_ok_and(|sig| check(&sig)),
-                }
-            }
-            None => {
+        match (self.parsed_for(alg), sha256) {
+            (Some(public), Some(digest)) => public.verify_digest_sig(digest, signature).is_ok(),
+            (Some(public), None) => public.verify_sig(signing_input, signature).is_ok(),
+            (None, _) => {
                 self.family == KeyFamily::Hmac
-                    && signature_b64.len() == (4 * expected).div_ceil(3)
                     && jsonwebtoken::crypto::verify(signature_b64, signing_input, &self.key, alg)
                         .unwrap_or(false)
             }

@@ -55,13 +55,17 @@ impl EncodeMetric for Counter {
     }
 }
 
+/// Buckets a histogram may have, `+Inf` included: the shares are fixed
+/// arrays, so that each lies whole on cache lines of its own (a boxed slice
+/// per share would put two workers' buckets side by side in the heap).
+const MAX_BUCKETS: usize = 31;
+
 /// One worker's share of a histogram: the sum in nanoseconds (an integer,
-/// so it is one atomic add), the count, and per-bucket counts.
-#[derive(Debug)]
+/// so it is one atomic add) and per-bucket counts (the count is their sum).
+#[derive(Debug, Default)]
 struct Share {
     sum_nanos: AtomicU64,
-    count: AtomicU64,
-    buckets: Box<[AtomicU64]>,
+    buckets: [AtomicU64; MAX_BUCKETS],
 }
 
 /// A histogram of durations in seconds, one share per worker.
@@ -73,21 +77,14 @@ pub struct Histogram {
 }
 
 impl Histogram {
-    /// A histogram with `bounds` (ascending) and `+Inf`.
+    /// A histogram with `bounds` (ascending, at most 30) and `+Inf`.
     pub fn new(bounds: impl IntoIterator<Item = f64>) -> Self {
         let bounds: Arc<[f64]> = bounds
             .into_iter()
             .chain(std::iter::once(f64::MAX))
             .collect();
-        let shares = (0..SLOTS)
-            .map(|_| {
-                Padded(Share {
-                    sum_nanos: AtomicU64::new(0),
-                    count: AtomicU64::new(0),
-                    buckets: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
-                })
-            })
-            .collect();
+        assert!(bounds.len() <= MAX_BUCKETS, "at most {MAX_BUCKETS} buckets");
+        let shares = (0..SLOTS).map(|_| Padded::default()).collect();
         Self { bounds, shares }
     }
 
@@ -98,7 +95,6 @@ impl Histogram {
         share
             .sum_nanos
             .fetch_add((seconds * 1e9) as u64, Ordering::Relaxed);
-        share.count.fetch_add(1, Ordering::Relaxed);
         let bucket = self
             .bounds
             .iter()
@@ -110,14 +106,14 @@ impl Histogram {
     /// (sum in seconds, count, per-bucket counts) over every share.
     fn totals(&self) -> (f64, u64, Vec<(f64, u64)>) {
         let mut buckets: Vec<(f64, u64)> = self.bounds.iter().map(|b| (*b, 0)).collect();
-        let (mut nanos, mut count) = (0u64, 0u64);
+        let mut nanos = 0u64;
         for share in self.shares.iter() {
             nanos = nanos.wrapping_add(share.0.sum_nanos.load(Ordering::Relaxed));
-            count += share.0.count.load(Ordering::Relaxed);
             for (total, n) in buckets.iter_mut().zip(share.0.buckets.iter()) {
                 total.1 += n.load(Ordering::Relaxed);
             }
         }
+        let count = buckets.iter().map(|(_, n)| n).sum();
         (nanos as f64 / 1e9, count, buckets)
     }
 }

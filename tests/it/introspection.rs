@@ -19,10 +19,16 @@ struct Fx {
     gw: TestGateway,
 }
 
-async fn fixture(extra_issuer: &str, extra_route: &str) -> Fx {
-    let intro = Introspection::spawn().await;
-    let up = Upstream::spawn().await;
-    let gw = TestGateway::start(&format!(
+/// The gateway's config: the introspected issuer `legacy`, the route
+/// `orders` wanting `scopes`, and extra issuers and routes.
+fn yaml(
+    intro: &Introspection,
+    up: &Upstream,
+    scopes: &str,
+    extra_issuer: &str,
+    extra_route: &str,
+) -> String {
+    format!(
         r#"
 admin: {{ listen: "127.0.0.1:0", token_sha256: "{digest}" }}
 issuers:
@@ -41,14 +47,19 @@ routes:
   - name: orders
     match: {{ path_prefix: /orders }}
     upstream: "{up}"
-    auth: {{ issuers: [legacy], scopes_all: [orders:read] }}
+    auth: {{ issuers: [legacy], scopes_all: [{scopes}] }}
 {extra_route}
 "#,
         digest = sha256_hex(ADMIN_TOKEN),
         endpoint = intro.url,
         up = up.url(),
-    ))
-    .await;
+    )
+}
+
+async fn fixture(extra_issuer: &str, extra_route: &str) -> Fx {
+    let intro = Introspection::spawn().await;
+    let up = Upstream::spawn().await;
+    let gw = TestGateway::start(&yaml(&intro, &up, "orders:read", extra_issuer, extra_route)).await;
     Fx { intro, up, gw }
 }
 
@@ -276,38 +287,15 @@ async fn on_a_mixed_route_jwts_are_verified_and_opaque_tokens_introspected() {
 /// the answers it keeps.
 #[tokio::test]
 async fn a_reload_that_tightens_a_route_applies_to_cached_introspection_answers() {
-    let intro = Introspection::spawn().await;
-    let up = Upstream::spawn().await;
-    let yaml = |scopes: &str| {
-        format!(
-            r#"
-server: {{ listen: "127.0.0.1:0", workers: 2 }}
-issuers:
-  legacy:
-    issuer: "https://legacy.example"
-    audiences: [api]
-    leeway: 0s
-    introspection:
-      endpoint: "{endpoint}"
-      client_id: "gate way"
-      client_secret: "{SECRET}"
-      cache_ttl: 60s
-routes:
-  - name: orders
-    match: {{ path_prefix: /orders }}
-    upstream: "{up}"
-    auth: {{ issuers: [legacy], scopes_all: [{scopes}] }}
-"#,
-            endpoint = intro.url,
-            up = up.url(),
-        )
-    };
-    let gw = TestGateway::start(&yaml("orders:read")).await;
+    let Fx { intro, up, gw } = fixture("", "").await;
     intro.active("opaque-reader", active_claims("orders:read"));
     for _ in 0..2 {
         assert_eq!(get(&gw, "opaque-reader").await.status(), 200);
     }
-    let tighter = yaml("orders:read, orders:admin");
+    let tighter = format!(
+        "server: {{ listen: \"127.0.0.1:0\", workers: 2 }}\n{}",
+        yaml(&intro, &up, "orders:read, orders:admin", "", "")
+    );
     let loaded = authgate::config::parse(&tighter, std::path::Path::new("."), &|_| None).unwrap();
     gw.running.gateway.reload(loaded.config).unwrap();
     let before = up.count();

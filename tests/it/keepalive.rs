@@ -18,11 +18,20 @@ use crate::support::{TestGateway, Upstream, raw};
 /// Longer than the gateway's park delay (100 ms), so the connection is parked.
 const PAUSE: Duration = Duration::from_millis(400);
 
-async fn open_gateway(upstream: &str, extra: &str) -> TestGateway {
-    TestGateway::start(&format!(
+fn open_yaml(upstream: &str, extra: &str) -> String {
+    format!(
         "{extra}\nroutes:\n  - name: all\n    match: {{ path_prefix: / }}\n    upstream: \"{upstream}\"\n    auth: public\n"
-    ))
-    .await
+    )
+}
+
+async fn open_gateway(upstream: &str, extra: &str) -> TestGateway {
+    TestGateway::start(&open_yaml(upstream, extra)).await
+}
+
+/// [`open_gateway`] over TLS, with `pki`'s server certificate.
+async fn open_tls_gateway(upstream: &str, pki: &TestPki) -> TestGateway {
+    let server = "server:\n  listen: \"127.0.0.1:0\"\n  tls: { cert_file: server.crt, key_file: server.key }";
+    TestGateway::start_in(&open_yaml(upstream, server), &pki.dir).await
 }
 
 /// Reads byte by byte into `data` until it ends with `end` (5 s at most).
@@ -156,14 +165,7 @@ async fn tls_connect(
 async fn a_tls_connection_keeps_working_after_being_parked() {
     let pki = TestPki::new();
     let up = Upstream::spawn().await;
-    let gw = TestGateway::start_in(
-        &format!(
-            "server:\n  listen: \"127.0.0.1:0\"\n  tls: {{ cert_file: server.crt, key_file: server.key }}\nroutes:\n  - name: all\n    match: {{ path_prefix: / }}\n    upstream: \"{}\"\n    auth: public\n",
-            up.url()
-        ),
-        &pki.dir,
-    )
-    .await;
+    let gw = open_tls_gateway(&up.url(), &pki).await;
     let mut tls = tls_connect(&pki, gw.running.proxy_addr).await;
     for i in 0..3 {
         let r = get(&mut tls, &format!("/n{i}")).await;
@@ -194,17 +196,8 @@ async fn a_websocket_upgrade_over_tls_is_spliced() {
     // from hyper, spliced with the upstream's side.
     let pki = TestPki::new();
     let up = Upstream::spawn().await;
-    let gw = TestGateway::start_in(
-        &format!(
-            "server:\n  listen: \"127.0.0.1:0\"\n  tls: {{ cert_file: server.crt, key_file: server.key }}\nroutes:\n  - name: all\n    match: {{ path_prefix: / }}\n    upstream: \"{}\"\n    auth: public\n",
-            up.url()
-        ),
-        &pki.dir,
-    )
-    .await;
-    let tcp = TcpStream::connect(gw.running.proxy_addr).await.unwrap();
-    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-    let mut tls = pki.connector().connect(name, tcp).await.unwrap();
+    let gw = open_tls_gateway(&up.url(), &pki).await;
+    let mut tls = tls_connect(&pki, gw.running.proxy_addr).await;
     raw::upgrade_and_echo(&mut tls, Duration::ZERO).await;
     assert_eq!(up.seen()[0].headers["upgrade"], "websocket");
 }
@@ -284,6 +277,10 @@ fn cpu_ticks(pid: u32) -> u64 {
     fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 
+/// A client connection, plain or TLS.
+trait Client: AsyncRead + AsyncWrite + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Unpin> Client for T {}
+
 /// RSS per parked connection (KiB) and CPU ticks over a quiet second, with
 /// `n` connections each served one request and left open, over TLS or not.
 async fn parked_cost(tls: bool, n: u64) -> (f64, u64) {
@@ -292,36 +289,23 @@ async fn parked_cost(tls: bool, n: u64) -> (f64, u64) {
     let pki = TestPki::new();
     let (proxy, admin) = (free_port(), free_port());
     let file = pki.dir.join("gateway.yaml");
-    let listener = match tls {
-        true => format!(
-            "{{ listen: \"127.0.0.1:{proxy}\", tls: {{ cert_file: server.crt, key_file: server.key }} }}"
-        ),
-        false => format!("{{ listen: \"127.0.0.1:{proxy}\" }}"),
+    let tls_files = match tls {
+        true => ", tls: { cert_file: server.crt, key_file: server.key }",
+        false => "",
     };
-    std::fs::write(
-        &file,
-        format!(
-            "server: {listener}\nadmin: {{ listen: \"127.0.0.1:{admin}\" }}\nroutes:\n  - name: open\n    match: {{ path_prefix: / }}\n    upstream: \"{}\"\n    auth: public\n",
-            up.url()
-        ),
-    )
-    .unwrap();
+    let extra = format!(
+        "server: {{ listen: \"127.0.0.1:{proxy}\"{tls_files} }}\nadmin: {{ listen: \"127.0.0.1:{admin}\" }}"
+    );
+    std::fs::write(&file, open_yaml(&up.url(), &extra)).unwrap();
     let gateway = run(&file, admin).await;
     let addr: SocketAddr = format!("127.0.0.1:{proxy}").parse().unwrap();
     // One client connection, over TLS or not.
-    enum Held {
-        Plain(TcpStream),
-        Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-    }
-    let open = async |path: &str| -> Held {
-        let mut held = match tls {
-            true => Held::Tls(Box::new(tls_connect(&pki, addr).await)),
-            false => Held::Plain(TcpStream::connect(addr).await.unwrap()),
+    let open = async |path: &str| -> Box<dyn Client> {
+        let mut held: Box<dyn Client> = match tls {
+            true => Box::new(tls_connect(&pki, addr).await),
+            false => Box::new(TcpStream::connect(addr).await.unwrap()),
         };
-        let r = match &mut held {
-            Held::Plain(t) => get(t, path).await,
-            Held::Tls(t) => get(&mut **t, path).await,
-        };
+        let r = get(&mut held, path).await;
         assert!(r.starts_with("HTTP/1.1 200"), "{r}");
         held
     };
@@ -346,10 +330,7 @@ async fn parked_cost(tls: bool, n: u64) -> (f64, u64) {
     );
     // And every one of them still answers.
     for h in held.iter_mut().step_by(50) {
-        let r = match h {
-            Held::Plain(t) => get(t, "/again").await,
-            Held::Tls(t) => get(&mut **t, "/again").await,
-        };
+        let r = get(h, "/again").await;
         assert!(r.starts_with("HTTP/1.1 200"), "{r}");
     }
     (per_connection, idle_ticks)
