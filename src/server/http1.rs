@@ -87,6 +87,20 @@ impl Parkable for tokio_rustls::server::TlsStream<Tracked> {
     }
 }
 
+/// A boxed TLS stream: moved as a pointer through the states of the
+/// connection's future instead of copied into each.
+impl<T: Parkable> Parkable for Box<T> {
+    fn can_park(&self) -> bool {
+        (**self).can_park()
+    }
+    fn at_rest(&self) -> bool {
+        (**self).at_rest()
+    }
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
+        (**self).readable()
+    }
+}
+
 /// How one run of hyper over the connection ended.
 enum Ended {
     /// hyper stopped at a message boundary because we asked: park.
@@ -157,7 +171,8 @@ pub async fn serve_http1<I: Parkable>(
             io.prefix = parts.read_buf;
         }
         if let Some(upstream) = upgrades.take() {
-            splice(io, upstream, &activity, idle).await;
+            // Boxed: rare, and no room for it in every connection's future.
+            Box::pin(splice(io, upstream, &activity, idle)).await;
             return;
         }
         if matches!(ended, Ended::Done) {

@@ -133,6 +133,19 @@ struct Handed {
     permit: OwnedSemaphorePermit,
 }
 
+/// A connection's hold on its worker's load count and its place under
+/// `max_connections`, given back when its task ends (a panic included).
+struct Served {
+    load: Arc<AtomicUsize>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.load.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// One worker: serves each connection handed to it, on this thread, until
 /// the acceptor closes the channel.
 async fn run_worker(
@@ -163,11 +176,10 @@ async fn run_worker(
             load.fetch_sub(1, Ordering::Relaxed);
             continue;
         };
-        let (gateway, stop, load) = (gateway.clone(), stop.clone(), load.clone());
-        tokio::spawn(async move {
-            super::connection::serve_connection(gateway, tcp, handed.ip, stop).await;
-            load.fetch_sub(1, Ordering::Relaxed);
-            drop(handed.permit);
-        });
+        let done = Served {
+            load: load.clone(),
+            _permit: handed.permit,
+        };
+        super::connection::spawn(gateway.clone(), tcp, handed.ip, stop.clone(), done);
     }
 }

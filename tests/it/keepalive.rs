@@ -351,9 +351,11 @@ async fn parked_connections_cost_little_memory_and_no_cpu() {
 async fn parked_tls_connections_give_back_hyper_s_buffers() {
     let (per_connection, idle_ticks) = parked_cost(true, 400).await;
     // Unparked, a TLS connection holds about 42 KiB (hyper's and rustls's
-    // state); parked, rustls's session and its emptied buffers remain.
+    // state); parked, rustls's session and its emptied buffers remain:
+    // about 11 KiB, against 22 while the task's future held rustls's
+    // session in each of its states (`connection.rs`).
     assert!(
-        per_connection < 32.0,
+        per_connection < 16.0,
         "{per_connection:.1} KiB per connection"
     );
     assert!(idle_ticks <= 10, "{idle_ticks} ticks of CPU while idle");
