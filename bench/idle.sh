@@ -11,6 +11,10 @@
 #   bash bench/idle.sh                           # about 2 minutes
 #   IDLE_CONNECTIONS=2000 IDLE_TRANSPORTS="h1 h2c" bash bench/idle.sh
 #   AUTHGATE=/tmp/authgate-before bash bench/idle.sh   # an earlier build
+#   HEAP=1 IDLE_CONNECTIONS=2000 bash bench/idle.sh   # and where the heap
+#       goes: the gateway runs under dhat (examples/idle_heap.rs) and the
+#       allocation sites still live with the connections open are listed,
+#       in bytes per connection (slow: every allocation is traced)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-10000}
@@ -18,6 +22,10 @@ IDLE_TRANSPORTS=${IDLE_TRANSPORTS:-h1 h1-tls h2c h2-tls}
 source bench/common.sh authgate-idle
 
 cargo build --release --quiet --bin authgate --example bench_tokens
+if [ "${HEAP:-0}" = 1 ]; then
+    cargo build --release --quiet --example idle_heap
+    AUTHGATE=target/release/examples/idle_heap
+fi
 target/release/examples/bench_tokens "$WORK" 1 >/dev/null
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
     -subj /CN=localhost -addext subjectAltName=IP:127.0.0.1 \
@@ -32,12 +40,16 @@ for transport in $IDLE_TRANSPORTS; do
     case $transport in *tls) tls="  tls: { cert_file: cert.pem, key_file: key.pem }" ;; esac
     gateway_yaml "$WORK/gate-$transport.yaml" "$GATE" "$ADMIN" "$UPSTREAM" "  max_connections: $GATE_MAX_CONNECTIONS
 $tls"
+    heap_trigger=""
+    [ "${HEAP:-0}" = 1 ] && heap_trigger="$WORK/heap-$transport.go"
+    DHAT_FILE="$WORK/heap-$transport.json" DHAT_TRIGGER="$WORK/heap-$transport.go" \
     "${AUTHGATE:-target/release/authgate}" run --config "$WORK/gate-$transport.yaml" --log-level error >>"$WORK/gate.log" 2>&1 &
     pid=$!
     PIDS+=("$pid")
     wait_ready "$ADMIN" "$WORK/gate.log"
     echo "== $IDLE_CONNECTIONS idle keep-alive connections, $transport"
-    python3 - "$transport" "$GATE" "$IDLE_CONNECTIONS" "$(head -1 "$WORK/reused.txt")" "$pid" <<'EOF'
+    python3 - "$transport" "$GATE" "$IDLE_CONNECTIONS" "$(head -1 "$WORK/reused.txt")" "$pid" \
+        "$heap_trigger" <<'EOF'
 import socket, ssl, struct, sys, time
 transport, port, n, token, pid = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
 tls, h2 = transport.endswith("tls"), transport.startswith("h2")
@@ -113,8 +125,32 @@ after = rss()
 print(f"{transport}: {ok}/{n} connections served one request each and held open")
 print(f"{transport}: RSS {before / 1024:.1f} MiB before, {served / 1024:.1f} MiB right after "
       f"({(served - before) / n:.1f} KiB per connection), {after / 1024:.1f} MiB at rest "
-      f"({(after - before) / n:.1f} KiB per connection)")
+      f"({(after - before) / n:.1f} KiB per connection)", flush=True)
+if sys.argv[6]:  # HEAP=1: the profile is written while the connections are open
+    open(sys.argv[6], "w").close()
+    def running():
+        try:
+            return open(f"/proc/{pid}/stat").read().split()[2] != "Z"
+        except FileNotFoundError:
+            return False
+    while running():
+        time.sleep(0.2)
 EOF
+    if [ "${HEAP:-0}" = 1 ]; then
+        wait "$pid" 2>/dev/null || true
+        python3 - "$WORK/heap-$transport.json" "$IDLE_CONNECTIONS" <<'EOF'
+import json, sys
+profile, n = json.load(open(sys.argv[1])), int(sys.argv[2])
+frames, sites = profile["ftbl"], sorted(profile["pps"], key=lambda p: -p["eb"])
+print(f"heap live at the end: {sum(p['eb'] for p in sites) / n:.0f} bytes, "
+      f"{sum(p['ebk'] for p in sites) / n:.1f} blocks per connection; by allocation site:")
+plumbing = ("<dhat", "dhat", "alloc::", "__rust", "<alloc::", "core::ptr", "RawVec", "Box<T>")
+for p in sites[:12]:
+    names = [frames[i].split(" (")[0].split(": ", 1)[-1] for i in p["fs"]]
+    names = [f for f in names if not f.startswith(plumbing)][:2]
+    print(f"  {p['eb'] / n:7.0f} B {p['ebk'] / n:5.2f} blocks  " + " <- ".join(x[-90:] for x in names))
+EOF
+    fi
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
 done
