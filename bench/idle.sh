@@ -42,7 +42,7 @@ for transport in $IDLE_TRANSPORTS; do
 $tls"
     heap_trigger=""
     [ "${HEAP:-0}" = 1 ] && heap_trigger="$WORK/heap-$transport.go"
-    DHAT_FILE="$WORK/heap-$transport.json" DHAT_TRIGGER="$WORK/heap-$transport.go" \
+    DHAT_FILE="$WORK/heap-$transport.json" DHAT_TRIGGER="$heap_trigger" \
     "${AUTHGATE:-target/release/authgate}" run --config "$WORK/gate-$transport.yaml" --log-level error >>"$WORK/gate.log" 2>&1 &
     pid=$!
     PIDS+=("$pid")

@@ -172,13 +172,12 @@ async fn run_worker(
                 continue;
             }
         };
-        let Ok(tcp) = TcpStream::from_std(handed.tcp) else {
-            load.fetch_sub(1, Ordering::Relaxed);
-            continue;
-        };
         let done = Served {
             load: load.clone(),
             _permit: handed.permit,
+        };
+        let Ok(tcp) = TcpStream::from_std(handed.tcp) else {
+            continue;
         };
         super::connection::spawn(gateway.clone(), tcp, handed.ip, stop.clone(), done);
     }
