@@ -3,6 +3,7 @@
 //! without duplicate members. Parsing trusts nothing and verifies nothing;
 //! `verify.rs` decides.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
@@ -106,10 +107,21 @@ pub fn parse(token: &str) -> Result<Jws<'_>, AuthFailure> {
             "token is not a JWS in compact form (three dot-separated parts)",
         ));
     };
-    let header_bytes = decode(h)?;
+    // A header (about 100 bytes) is decoded onto the stack: it is read
+    // here and dropped. Longer ones, which are legal, get a vector.
+    let mut stack = [0u8; 512];
+    let long: Vec<u8>;
+    let header_bytes: &[u8] = match URL_SAFE_NO_PAD.decode_slice(h, &mut stack) {
+        Ok(n) => &stack[..n],
+        Err(base64::DecodeSliceError::OutputSliceTooSmall) => {
+            long = decode(h)?;
+            &long
+        }
+        Err(base64::DecodeSliceError::DecodeError(_)) => return Err(not_base64url()),
+    };
     let payload = decode(p)?;
     let signature = decode(s)?;
-    let header = parse_header(&header_bytes)?;
+    let header = parse_header(header_bytes)?;
     let claims = serde_json::from_slice::<UniqueObject>(&payload)
         .map_err(|_| {
             AuthFailure::Malformed("token payload is not a JSON object without duplicate members")
@@ -132,43 +144,43 @@ pub fn parse(token: &str) -> Result<Jws<'_>, AuthFailure> {
 }
 
 fn decode(segment: &str) -> Result<Vec<u8>, AuthFailure> {
-    URL_SAFE_NO_PAD
-        .decode(segment)
-        .map_err(|_| AuthFailure::Malformed("token segments must be unpadded base64url"))
+    URL_SAFE_NO_PAD.decode(segment).map_err(|_| not_base64url())
+}
+
+fn not_base64url() -> AuthFailure {
+    AuthFailure::Malformed("token segments must be unpadded base64url")
 }
 
 fn parse_header(bytes: &[u8]) -> Result<JoseHeader, AuthFailure> {
-    let map = serde_json::from_slice::<UniqueObject>(bytes)
-        .map_err(|_| {
-            AuthFailure::Malformed("token header is not a JSON object without duplicate members")
-        })?
-        .0;
-    if map.contains_key("crit") {
+    let header = serde_json::from_slice::<RawHeader>(bytes).map_err(|_| {
+        AuthFailure::Malformed("token header is not a JSON object without duplicate members")
+    })?;
+    if header.crit {
         return Err(AuthFailure::Malformed(
             "token header crit extensions are not supported",
         ));
     }
-    if map.contains_key("b64") {
+    if header.b64 {
         return Err(AuthFailure::Malformed(
             "unencoded payloads (b64) are not supported",
         ));
     }
-    if map.contains_key("enc") || map.contains_key("zip") {
+    if header.enc_or_zip {
         return Err(AuthFailure::Malformed(
             "encrypted or compressed tokens are not supported",
         ));
     }
-    let text = |name: &str| -> Result<Option<String>, AuthFailure> {
-        match map.get(name) {
+    let text = |member: Option<Text<'_>>| -> Result<Option<String>, AuthFailure> {
+        match member {
             None => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(AuthFailure::Malformed(
+            Some(Text::Str(s)) => Ok(Some(s.into_owned())),
+            Some(Text::Other) => Err(AuthFailure::Malformed(
                 "token header members alg, kid and typ must be strings",
             )),
         }
     };
-    let alg = text("alg")?.ok_or(AuthFailure::Malformed("token header has no alg"))?;
-    let kid = text("kid")?;
+    let (alg, kid, typ) = (text(header.alg)?, text(header.kid)?, text(header.typ)?);
+    let alg = alg.ok_or(AuthFailure::Malformed("token header has no alg"))?;
     if kid.as_ref().is_some_and(|k| k.len() > MAX_KID_BYTES) {
         return Err(AuthFailure::Malformed("token kid is longer than 256 bytes"));
     }
@@ -176,8 +188,151 @@ fn parse_header(bytes: &[u8]) -> Result<JoseHeader, AuthFailure> {
         // `none` in any casing, and anything else unknown, parses to None.
         alg: Algorithm::from_str(&alg).ok(),
         kid,
-        typ: text("typ")?,
+        typ,
     })
+}
+
+/// A JOSE header as read, before its rules are applied: the members
+/// authgate reads, borrowed from the decoded bytes where they hold no
+/// escapes, and which of the refused ones were present. Read member by
+/// member, not into a map: a map of every name and value was 10 of a
+/// signature-checking request's 56 allocations.
+struct RawHeader<'de> {
+    alg: Option<Text<'de>>,
+    kid: Option<Text<'de>>,
+    typ: Option<Text<'de>>,
+    crit: bool,
+    b64: bool,
+    enc_or_zip: bool,
+}
+
+/// A member's value: a string, or anything else (skipped, but a type error
+/// for the members that must be strings).
+enum Text<'de> {
+    Str(Cow<'de, str>),
+    Other,
+}
+
+impl<'de> Deserialize<'de> for RawHeader<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawHeader<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut access: A,
+            ) -> Result<RawHeader<'de>, A::Error> {
+                let mut header = RawHeader {
+                    alg: None,
+                    kid: None,
+                    typ: None,
+                    crit: false,
+                    b64: false,
+                    enc_or_zip: false,
+                };
+                // Names compared after unescaping: `"al\u0067"` is `alg`.
+                let mut seen: Vec<Cow<'de, str>> = Vec::new();
+                while let Some(Name(name)) = access.next_key::<Name<'de>>()? {
+                    if seen.contains(&name) {
+                        return Err(serde::de::Error::custom("duplicate member"));
+                    }
+                    let slot = match &*name {
+                        "alg" => Some(&mut header.alg),
+                        "kid" => Some(&mut header.kid),
+                        "typ" => Some(&mut header.typ),
+                        other => {
+                            match other {
+                                "crit" => header.crit = true,
+                                "b64" => header.b64 = true,
+                                "enc" | "zip" => header.enc_or_zip = true,
+                                _ => {}
+                            }
+                            None
+                        }
+                    };
+                    match slot {
+                        Some(slot) => *slot = Some(access.next_value::<Text<'de>>()?),
+                        None => {
+                            access.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                    seen.push(name);
+                }
+                Ok(header)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// A member name, borrowed from the input unless it holds escapes.
+struct Name<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Name<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Name<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Name<'de>, E> {
+                Ok(Name(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Name<'de>, E> {
+                Ok(Name(Cow::Owned(s.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for Text<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text::Str(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Text<'de>, E> {
+                Ok(Text::Str(Cow::Owned(s.to_owned())))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Text<'de>, E> {
+                Ok(Text::Other)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Text<'de>, E> {
+                Ok(Text::Other)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Text<'de>, E> {
+                Ok(Text::Other)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Text<'de>, E> {
+                Ok(Text::Other)
+            }
+            fn visit_unit<E>(self) -> Result<Text<'de>, E> {
+                Ok(Text::Other)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Text<'de>, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Text::Other)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Text<'de>, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Text::Other)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// A JSON object whose top-level members are unique (RFC 7515 §4, RFC 8725 §3.x).
@@ -194,12 +349,14 @@ impl<'de> Deserialize<'de> for UniqueObject {
             fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<UniqueObject, A::Error> {
                 let mut map = Map::new();
                 while let Some(key) = access.next_key::<String>()? {
-                    if map.contains_key(&key) {
-                        let _: IgnoredAny = access.next_value()?;
-                        return Err(serde::de::Error::custom("duplicate member"));
+                    match map.entry(key) {
+                        serde_json::map::Entry::Occupied(_) => {
+                            return Err(serde::de::Error::custom("duplicate member"));
+                        }
+                        serde_json::map::Entry::Vacant(slot) => {
+                            slot.insert(access.next_value()?);
+                        }
                     }
-                    let value: Value = access.next_value()?;
-                    map.insert(key, value);
                 }
                 Ok(UniqueObject(map))
             }
@@ -301,6 +458,22 @@ mod tests {
     }
 
     #[test]
+    fn escaped_values_long_headers_and_unread_members_parse() {
+        let long = format!(
+            r#"{{"alg":"ES\u0032\u00356","kid":"k\"1","typ":"at+jwt","x":{{"a":[1,{{"b":null}}]}},"pad":"{}"}}"#,
+            "p".repeat(600)
+        );
+        let t = token(&long, "{}");
+        let jws = parse(&t).unwrap();
+        assert_eq!(jws.header.alg, Some(Algorithm::ES256));
+        assert_eq!(jws.header.kid.as_deref(), Some("k\"1"));
+        assert_eq!(jws.header.typ.as_deref(), Some("at+jwt"));
+        let kid = "k".repeat(256);
+        let t = token(&format!(r#"{{"alg":"RS256","kid":"{kid}"}}"#), "{}");
+        assert_eq!(parse(&t).unwrap().header.kid, Some(kid));
+    }
+
+    #[test]
     fn none_in_any_casing_names_no_algorithm() {
         for alg in ["none", "None", "NONE", "nOnE"] {
             let t = token(&format!(r#"{{"alg":"{alg}"}}"#), "{}");
@@ -321,6 +494,21 @@ mod tests {
             token(r#"{"alg":"ES256"}"#, r#"[1]"#),
             token(r#"{"alg":1}"#, "{}"),
             token(r#"{"kid":"x"}"#, "{}"),
+            // Names are compared unescaped: these are `alg` twice, `crit`.
+            token(r#"{"alg":"ES256","al\u0067":"none"}"#, "{}"),
+            token(r#"{"alg":"ES256","cr\u0069t":[]}"#, "{}"),
+            token(r#"{"alg":"ES256","enc":"A128GCM"}"#, "{}"),
+            token(r#"{"alg":"ES256","zip":"DEF"}"#, "{}"),
+            token(r#"{"alg":"ES256","kid":["a"]}"#, "{}"),
+            token(r#"{"alg":"ES256","typ":{"a":1}}"#, "{}"),
+            token(r#"{"alg":"ES256","x":1,"x":2}"#, "{}"),
+            token(
+                &format!(r#"{{"alg":"ES256","kid":"{}"}}"#, "k".repeat(257)),
+                "{}",
+            ),
+            token(r#"{"alg":"ES256"} x"#, "{}"),
+            token(r#"["alg","ES256"]"#, "{}"),
+            token(r#"{"alg":"ES256"}"#, r#"{"s\u0075b":"a","sub":"b"}"#),
         ];
         for t in cases {
             assert!(matches!(parse(&t), Err(AuthFailure::Malformed(_))), "{t}");
