@@ -31,7 +31,8 @@
 #   DECISIONS=0 bash bench/run.sh       # skips the decision-mode rows (bench/decisions.sh)
 #   DPOP=0 bash bench/run.sh            # skips the DPoP rows (bench/dpop.sh)
 #   BEFORE=/tmp/authgate-before bash bench/run.sh
-#                                       # adds targets before and before-tls: the same
+#                                       # adds targets before and before-tls (beside authgate
+#                                       # and authgate-tls, where TARGETS has them): the same
 #                                       # gateways run from an earlier build, interleaved
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -74,7 +75,11 @@ UPSTREAM=$(free_port); NGINX_PLAIN=$(free_port); NGINX_TLS=$(free_port)
 GATE_PLAIN=$(free_port); GATE_TLS=$(free_port); ADMIN_PLAIN=$(free_port); ADMIN_TLS=$(free_port)
 GATE_BPLAIN=$(free_port); GATE_BTLS=$(free_port); ADMIN_BPLAIN=$(free_port); ADMIN_BTLS=$(free_port)
 BEFORE=${BEFORE:-}
-[ -n "$BEFORE" ] && TARGETS="$TARGETS before before-tls"
+if [ -n "$BEFORE" ]; then
+    # The earlier build runs beside each of authgate's transports asked for.
+    case " $TARGETS " in *" authgate "*) TARGETS="$TARGETS before" ;; esac
+    case " $TARGETS " in *" authgate-tls "*) TARGETS="$TARGETS before-tls" ;; esac
+fi
 
 nginx_conf() { # name, server block
     cat >"$WORK/nginx-$1.conf" <<EOF
