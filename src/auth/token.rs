@@ -4,6 +4,7 @@
 //! `verify.rs` decides.
 
 use std::borrow::Cow;
+use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
 
@@ -234,11 +235,11 @@ impl<'de> Deserialize<'de> for RawHeader<'de> {
                     enc_or_zip: false,
                 };
                 // Names compared after unescaping: `"al\u0067"` is `alg`.
-                let mut seen: Vec<Cow<'de, str>> = Vec::new();
+                // A set, not a list: a 16 KiB token can carry thousands of
+                // members, and comparing each with every other would let
+                // one request buy millions of comparisons.
+                let mut seen: BTreeSet<Cow<'de, str>> = BTreeSet::new();
                 while let Some(Name(name)) = access.next_key::<Name<'de>>()? {
-                    if seen.contains(&name) {
-                        return Err(serde::de::Error::custom("duplicate member"));
-                    }
                     let slot = match &*name {
                         "alg" => Some(&mut header.alg),
                         "kid" => Some(&mut header.kid),
@@ -253,13 +254,15 @@ impl<'de> Deserialize<'de> for RawHeader<'de> {
                             None
                         }
                     };
+                    if !seen.insert(name) {
+                        return Err(serde::de::Error::custom("duplicate member"));
+                    }
                     match slot {
                         Some(slot) => *slot = Some(access.next_value::<Text<'de>>()?),
                         None => {
                             access.next_value::<IgnoredAny>()?;
                         }
                     }
-                    seen.push(name);
                 }
                 Ok(header)
             }
