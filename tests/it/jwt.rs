@@ -302,6 +302,14 @@ async fn crit_b64_and_duplicate_members_are_refused() {
         &fx.issuer.claims().to_string(),
     );
     fx.rejects(&dup, "duplicate members").await;
+    // The same name spelled with an escape is the same member, even when
+    // both carry the one valid kid.
+    let escaped = fx.ec.raw_token(
+        "ES256",
+        r#"{"alg":"ES256","kid":"ec-1","typ":"at+jwt","k\u0069d":"ec-1"}"#,
+        &fx.issuer.claims().to_string(),
+    );
+    fx.rejects(&escaped, "duplicate members").await;
 }
 
 #[tokio::test]
