@@ -68,9 +68,10 @@ EOF
 }
 
 # gateway_yaml FILE LISTEN ADMIN UPSTREAM [SERVER_LINES] [ISSUER_LINES]: the
-# benchmark gateway's config: one RS256 issuer whose keys are jwks.json
-# beside FILE, one protected route to UPSTREAM. The optional arguments are
-# extra lines (already indented) for the server and the issuer.
+# benchmark gateway's config: one RS256 issuer (GATE_ALGORITHMS="RS256,
+# ES256" allows more) whose keys are jwks.json beside FILE, one protected
+# route to UPSTREAM. The optional arguments are extra lines (already
+# indented) for the server and the issuer.
 gateway_yaml() {
     cat >"$1" <<EOF
 server:
@@ -81,7 +82,7 @@ issuers:
   idp:
     issuer: "https://idp.bench"
     jwks_file: jwks.json
-    algorithms: [RS256]
+    algorithms: [${GATE_ALGORITHMS:-RS256}]
     audiences: [api]
 ${6:-}
 routes:

@@ -1,7 +1,7 @@
 //! Writes what the load benchmark (`bench/run.sh`) needs into a directory:
 //! `jwks.json` (public keys), `reused.txt` (one valid RS256 token),
 //! `distinct.txt` (N valid RS256 tokens, one per line; N is the second
-//! argument, default 10,000) and
+//! argument, default 10,000), `distinct-es256.txt` (N valid ES256 tokens),
 //! `forged.txt` (1,000 RS256 tokens signed by a key the JWKS does not hold,
 //! under a kid it does), `dpop-token.txt` (one RS256 token bound to an
 //! ES256 key) and `dpop.txt` (M proofs by that key for
@@ -29,25 +29,30 @@ fn main() {
         .map_or(10_000, |n| n.parse().unwrap());
     // RSA signing is the slow part: one thread per core.
     let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
-    let chunks: Vec<String> = std::thread::scope(|s| {
+    let chunks: Vec<(String, String)> = std::thread::scope(|s| {
         let keys = &keys;
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 s.spawn(move || {
                     let mut out = String::new();
+                    let mut es256 = String::new();
                     for i in (t..n).step_by(threads) {
                         out.push_str(&keys.token("RS256", &format!("user-{i}")));
                         out.push('\n');
+                        es256.push_str(&keys.token("ES256", &format!("user-{i}")));
+                        es256.push('\n');
                     }
-                    out
+                    (out, es256)
                 })
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let mut distinct = std::fs::File::create(dir.join("distinct.txt")).unwrap();
-    for chunk in chunks {
-        distinct.write_all(chunk.as_bytes()).unwrap();
+    let mut es256 = std::fs::File::create(dir.join("distinct-es256.txt")).unwrap();
+    for (rs, es) in chunks {
+        distinct.write_all(rs.as_bytes()).unwrap();
+        es256.write_all(es.as_bytes()).unwrap();
     }
     let jkt = authgate::auth::dpop::thumbprint(&keys.jwk("ES256")).unwrap();
     let bound = keys.token_with("RS256", "dpop", serde_json::json!({"cnf": {"jkt": jkt}}));
