@@ -9,12 +9,16 @@
 # was): one worker pinned to the last CPU, wrk and the upstream nginx on the
 # others, so the gateway's core is its own and its CPU per request
 # (utime+stime from /proc / requests served) is not shared with the load.
-# Pinned like this the rounds agree within a few per cent, which unpinned
-# runs on a 2-core machine (bench/run.sh) do not.
+# Pinned, the rounds agreed within 5 % on a quiet machine, which unpinned
+# runs on a 2-core machine (bench/run.sh) do not; on a busy one they still
+# spread (1.12-1.79x in one run), so compare builds within one run only.
 #
 #   bash bench/miss.sh                     # 3 rounds of 3 s (about 4 minutes)
 #   ALGS=RS256 ROUNDS=5 bash bench/miss.sh
 #   BEFORE=/tmp/authgate-before bash bench/miss.sh   # an earlier build too, interleaved
+#   FULL=1 bash bench/miss.sh   # the cache full first (a run of other distinct
+#                               # tokens, not measured): a long-running gateway's
+#                               # steady state, evicting, rather than a fresh one's
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
@@ -23,7 +27,11 @@ CONNECTIONS=${CONNECTIONS:-64}
 ALGS=${ALGS:-RS256 ES256}
 # Enough tokens that no run reuses one: a pinned worker checks under
 # 20,000 RS256 signatures a second.
-TOKENS=${TOKENS:-80000}
+FULL=${FULL:-0}
+TOKENS=${TOKENS:-$([ "$FULL" = 1 ] && echo 130000 || echo 80000)}
+# Where the measured run starts in the token list: after what a filling run
+# can have used.
+START=$([ "$FULL" = 1 ] && echo $(( TOKENS / 2 )) || echo 0)
 source bench/common.sh authgate-miss
 need taskset || { echo "taskset (util-linux) is needed" >&2; exit 1; }
 [ "$(nproc)" -ge 2 ] || { echo "needs at least 2 CPUs" >&2; exit 1; }
@@ -40,11 +48,11 @@ UPSTREAM=$(free_port)
 start_upstream "$UPSTREAM"
 m=$(cat "$WORK/nginx-upstream.pid")
 for p in $m $(pgrep -P "$m"); do taskset -pc "$LOAD_CPUS" "$p" >/dev/null; done
-lua() { # FILE: one token per line, each request the next
+lua() { # FILE [START]: one token per line, each request the next
     cat <<L
 local tokens = {}
 for line in io.lines("$1") do tokens[#tokens + 1] = line end
-local i = 0
+local i = ${2:-0}
 request = function()
     i = i % #tokens + 1
     return wrk.format("GET", "/bench", { ["Authorization"] = "Bearer " .. tokens[i] })
@@ -52,8 +60,10 @@ end
 L
 }
 lua "$WORK/reused.txt" >"$WORK/reused.lua"
-lua "$WORK/distinct.txt" >"$WORK/RS256.lua"
-lua "$WORK/distinct-es256.txt" >"$WORK/ES256.lua"
+lua "$WORK/distinct.txt" "$START" >"$WORK/RS256.lua"
+lua "$WORK/distinct-es256.txt" "$START" >"$WORK/ES256.lua"
+lua "$WORK/distinct.txt" >"$WORK/fill-RS256.lua"
+lua "$WORK/distinct-es256.txt" >"$WORK/fill-ES256.lua"
 HZ=$(getconf CLK_TCK)
 ticks() { read -r -a f < "/proc/$1/stat"; echo $((f[13] + f[14])); }
 misses() { curl -sf "http://127.0.0.1:$1/metrics" | awk '/^authgate_verified_cache_total\{result="miss"\}/ {print $2}'; }
@@ -67,6 +77,9 @@ run() { # round, scenario, build label, binary
     taskset -c "$PROXY_CPU" "$4" run --config "$WORK/gate.yaml" --log-level error >"$WORK/gate.log" 2>&1 &
     pid=$!; PIDS+=("$pid")
     wait_ready "$admin" "$WORK/gate.log"
+    if [ "$FULL" = 1 ] && [ "$2" != reused ]; then
+        taskset -c "$LOAD_CPUS" wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" -s "$WORK/fill-$2.lua" "http://127.0.0.1:$gate/bench" >/dev/null
+    fi
     m0=$(misses "$admin"); t0=$(ticks "$pid")
     out=$(taskset -c "$LOAD_CPUS" wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" -s "$WORK/$2.lua" "http://127.0.0.1:$gate/bench")
     t1=$(ticks "$pid"); m1=$(misses "$admin")

@@ -82,10 +82,14 @@ pub struct Authenticator {
     route_metadata: Vec<Option<Arc<str>>>,
     /// Per route: its API-key issuers' keys.
     route_api_keys: Vec<Vec<Arc<api_keys::ApiKeys>>>,
-    /// Keyed by the token itself: a hit is an exact byte match, found by
-    /// one keyed hash, with no SHA-256 on the hot path. foldhash rather than
-    /// SipHash: a token is some 600 bytes, and only tokens whose signature
-    /// verified are ever inserted, so a client cannot choose colliding keys.
+    /// Keyed by the token's keyed hash ([`front::Front::key`]), each entry
+    /// holding the token: a hit is an exact byte match, with no SHA-256 on
+    /// the hot path. foldhash rather than SipHash: a token is some 600
+    /// bytes, and only tokens whose signature verified are ever inserted,
+    /// so a client cannot choose colliding keys. Keyed by the hash, not the
+    /// bytes, because moka rehashes and compares keys as its table grows
+    /// and churns: with 600-byte keys that was 3 of a signature-checking
+    /// request's 64 µs once the cache was full.
     verified: VerifiedCache,
     /// Each thread's last tokens, looked at before `verified`.
     front: front::Front,
@@ -116,14 +120,14 @@ impl std::fmt::Debug for Authenticator {
 /// An entry's weight: the token's bytes plus what its decoded claims hold
 /// on the heap (a 16 KiB token of 1,150 tiny claims holds some 80 KB of
 /// maps and strings, so weighing the token alone let 64 MiB become 647 MB).
-#[allow(clippy::borrowed_box)] // moka's weigher signature
-fn weigh(token: &Box<[u8]>, verified: &Arc<Verified>) -> u32 {
-    let claims: usize = verified
+fn weigh(_: &u64, entry: &Entry) -> u32 {
+    let claims: usize = entry
+        .verified
         .claims
         .iter()
         .map(|(k, v)| MAP_ENTRY_BYTES + k.len() + value_bytes(v))
         .sum();
-    u32::try_from(token.len() + VERIFIED_ENTRY_OVERHEAD + claims).unwrap_or(u32::MAX)
+    u32::try_from(entry.token.len() + VERIFIED_ENTRY_OVERHEAD + claims).unwrap_or(u32::MAX)
 }
 
 /// A JSON value and a map entry's share of its `BTreeMap` node, on the
@@ -145,7 +149,21 @@ fn value_bytes(value: &serde_json::Value) -> usize {
     }
 }
 
-type VerifiedCache = moka::sync::Cache<Box<[u8]>, Arc<Verified>, foldhash::quality::RandomState>;
+/// A verified-cache entry: the token (a hit compares it, the key being
+/// only its hash) and what its checks proved. No `Debug`: it holds a token.
+#[derive(Clone)]
+pub(crate) struct Entry {
+    token: Arc<[u8]>,
+    verified: Arc<Verified>,
+}
+
+impl Entry {
+    fn is_for(&self, token: &[u8]) -> bool {
+        *self.token == *token
+    }
+}
+
+type VerifiedCache = moka::sync::Cache<u64, Entry, foldhash::quality::RandomState>;
 
 /// The verified-token cache: bounded by weight (see [`weigh`]), each entry
 /// gone at its token's `exp`.
@@ -160,15 +178,10 @@ fn verified_cache() -> VerifiedCache {
 
 struct UntilExp;
 
-impl moka::Expiry<Box<[u8]>, Arc<Verified>> for UntilExp {
-    fn expire_after_create(
-        &self,
-        _: &Box<[u8]>,
-        v: &Arc<Verified>,
-        _: Instant,
-    ) -> Option<Duration> {
+impl moka::Expiry<u64, Entry> for UntilExp {
+    fn expire_after_create(&self, _: &u64, e: &Entry, _: Instant) -> Option<Duration> {
         Some(Duration::from_secs_f64(
-            (v.exp - verify::now()).clamp(0.0, 86_400.0 * 366.0),
+            (e.verified.exp - verify::now()).clamp(0.0, 86_400.0 * 366.0),
         ))
     }
 }
@@ -280,7 +293,7 @@ impl Authenticator {
             self.revocations
                 .check(&v.issuer, &v.claims)
                 .inspect_err(|_| {
-                    self.verified.invalidate(found.bytes());
+                    self.verified.invalidate(&self.front.key(found.bytes()));
                     self.front.clear();
                 })?;
             // A policy without path parameters depends on the claims alone:
@@ -333,13 +346,21 @@ impl Authenticator {
         issuers: &[Arc<KeyCache>],
     ) -> Result<Arc<Verified>, AuthFailure> {
         let v = Arc::new(verify::verify(token, digests, issuers, verify::now()).await?);
-        self.verified.insert(token.0.as_bytes().into(), v.clone());
+        let entry = Entry {
+            token: token.0.as_bytes().into(),
+            verified: v.clone(),
+        };
+        self.verified
+            .insert(self.front.key(token.0.as_bytes()), entry);
         Ok(v)
     }
 
     /// A still-valid cache entry whose issuer this route accepts and whose key is still published.
     fn cached(&self, token: &[u8], issuers: &[Arc<KeyCache>]) -> Option<Arc<Verified>> {
-        let found = self.front.get_or_fill(token, || self.verified.get(token));
+        let key = self.front.key(token);
+        let found = self
+            .front
+            .get_or_fill(key, token, || self.verified.get(&key));
         let hit = found.filter(|v| {
             v.exp > verify::now()
                 && issuers.iter().any(|k| {
@@ -366,9 +387,9 @@ impl Authenticator {
     pub fn forget(&self, revocation: &Revocation) {
         self.front.clear();
         let revocation = revocation.clone();
-        let _ = self
-            .verified
-            .invalidate_entries_if(move |_, v| revocation.covers(&v.issuer, &v.claims));
+        let _ = self.verified.invalidate_entries_if(move |_, e| {
+            revocation.covers(&e.verified.issuer, &e.verified.claims)
+        });
     }
 }
 
@@ -417,14 +438,14 @@ mod tests {
     #[test]
     fn tokens_with_thousands_of_claims_are_weighed_by_what_they_hold() {
         let cache = verified_cache();
-        let entry = heavy(1_150);
-        let token: Box<[u8]> = vec![b'a'; 16 * 1024].into();
+        let entry = Entry {
+            token: vec![b'a'; 16 * 1024].into(),
+            verified: heavy(1_150),
+        };
         // 647 MB held by 8,000 such entries was measured: about 81 KB each.
-        assert!(weigh(&token, &entry) >= 81_000, "{}", weigh(&token, &entry));
-        for i in 0..8_000u32 {
-            let mut key = token.to_vec();
-            key[..4].copy_from_slice(&i.to_le_bytes());
-            cache.insert(key.into(), entry.clone());
+        assert!(weigh(&0, &entry) >= 81_000, "{}", weigh(&0, &entry));
+        for key in 0..8_000u64 {
+            cache.insert(key, entry.clone());
         }
         cache.run_pending_tasks();
         assert!(cache.weighted_size() <= VERIFIED_CACHE_BYTES);
