@@ -152,7 +152,7 @@ fn value_bytes(value: &serde_json::Value) -> usize {
 /// A verified-cache entry: the token (a hit compares it, the key being
 /// only its hash) and what its checks proved. No `Debug`: it holds a token.
 #[derive(Clone)]
-pub(crate) struct Entry {
+struct Entry {
     token: Arc<[u8]>,
     verified: Arc<Verified>,
 }
