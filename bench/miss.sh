@@ -25,9 +25,9 @@ ROUNDS=${ROUNDS:-3}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-3}
 CONNECTIONS=${CONNECTIONS:-64}
 ALGS=${ALGS:-RS256 ES256}
+FULL=${FULL:-0}
 # Enough tokens that no run reuses one: a pinned worker checks under
 # 20,000 RS256 signatures a second.
-FULL=${FULL:-0}
 TOKENS=${TOKENS:-$([ "$FULL" = 1 ] && echo 130000 || echo 80000)}
 # Where the measured run starts in the token list: after what a filling run
 # can have used.

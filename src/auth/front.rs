@@ -73,6 +73,8 @@ impl Front {
         token: &[u8],
         fill: impl Fn() -> Option<Entry>,
     ) -> Option<Arc<Verified>> {
+        // moka's entry under `key` may be another token's.
+        let fill = || fill().filter(|e| e.is_for(token));
         let epoch = self.epoch.load(Ordering::Acquire);
         let index = (key as usize) % SLOTS;
         LOCAL
@@ -88,7 +90,7 @@ impl Front {
                 match slot {
                     Some(entry) if entry.is_for(token) => Some(entry.verified.clone()),
                     _ => {
-                        let found = fill().filter(|e| e.is_for(token))?;
+                        let found = fill()?;
                         let verified = found.verified.clone();
                         *slot = Some(found);
                         Some(verified)
@@ -96,7 +98,7 @@ impl Front {
                 }
             })
             // No thread-local left (the thread is ending): moka alone.
-            .unwrap_or_else(|_| fill().filter(|e| e.is_for(token)).map(|e| e.verified))
+            .unwrap_or_else(|_| fill().map(|e| e.verified))
     }
 
     /// Empties every thread's front (each on its next lookup).
