@@ -106,6 +106,28 @@ fn auth(c: &mut Criterion) {
     }
     group.finish();
 
+    // Forged RS256 tokens, refused by their signature: a plain one; one of
+    // 650 header members and 620 claims (15.5 KiB), which costs whatever
+    // the checks before the signature cost per member; and one as long
+    // made of one long claim, which costs what its length alone costs.
+    let mut group = c.benchmark_group("verify/forged");
+    for (name, members, claims, pad) in [
+        ("plain", 0, 0, 0),
+        ("wide", 650, 620, 0),
+        ("long", 0, 0, 11_000),
+    ] {
+        let token = keys.forged("RS256", members, claims, pad);
+        assert!(token.len() <= authgate::auth::token::MAX_TOKEN_BYTES);
+        group.bench_function(name, |b| {
+            b.to_async(&tokio).iter(|| async {
+                let token = BearerToken(black_box(&token));
+                let v = verify::verify(token, token.digests(), &caches, verify::now()).await;
+                black_box(matches!(v, Err(authgate::auth::AuthFailure::BadSignature)))
+            })
+        });
+    }
+    group.finish();
+
     // One DPoP proof check (RFC 9449 §4.3, without the replay store):
     // what a DPoP request adds to a cached token's cost.
     let mut group = c.benchmark_group("dpop/proof");

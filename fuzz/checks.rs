@@ -24,6 +24,13 @@ pub fn token(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data) {
         if let Ok(jws) = token::parse(text) {
             assert!(jws.signing_input.len() < text.len());
+            // The scan before the signature and the whole parse after it
+            // agree on what both read.
+            if let (Ok(early), Ok(claims)) = (jws.early(), jws.claims()) {
+                let iss = claims.get("iss").and_then(|v| v.as_str());
+                assert_eq!(early.iss.as_deref(), iss);
+                assert_eq!(early.times, token::Times::of(&claims));
+            }
         }
         let _ = token::inspect(text);
     }

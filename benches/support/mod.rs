@@ -103,6 +103,35 @@ impl Keys {
         self.sign(alg, &format!("{header}.{}", b64(claims.to_string())))
     }
 
+    /// A forged token: `header_members` extra header members and `claims`
+    /// extra claims (`"m0":0`, ...), and `pad` bytes in one more claim,
+    /// signed over other bytes, so that only the signature refuses it.
+    /// Wide ones are what a forger sends to make each refusal cost the most.
+    pub fn forged(&self, alg: &str, header_members: usize, claims: usize, pad: usize) -> String {
+        let token = self.token(alg, "mallory");
+        let (header, rest) = token.split_once('.').unwrap();
+        let payload = rest.split('.').next().unwrap();
+        let widen = |segment: &str, n: usize, pad: usize| {
+            let mut object: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_slice(&URL_SAFE_NO_PAD.decode(segment).unwrap()).unwrap();
+            for i in 0..n {
+                object.insert(format!("m{i}"), 0.into());
+            }
+            if pad > 0 {
+                object.insert("pad".into(), "p".repeat(pad).into());
+            }
+            b64(serde_json::Value::Object(object).to_string())
+        };
+        let input = format!(
+            "{}.{}",
+            widen(header, header_members, 0),
+            widen(payload, claims, pad)
+        );
+        let other = self.sign(alg, &format!("{input}x"));
+        let signature = other.rsplit('.').next().unwrap();
+        format!("{input}.{signature}")
+    }
+
     /// `input` and its signature by the `alg` key.
     fn sign(&self, alg: &str, input: &str) -> String {
         let rng = SystemRandom::new();

@@ -18,7 +18,7 @@ use percent_encoding::NON_ALPHANUMERIC;
 use serde_json::{Map, Value};
 
 use crate::auth::AuthFailure;
-use crate::auth::token::BearerToken;
+use crate::auth::token::{BearerToken, Times};
 use crate::auth::verify::{self, Verified};
 use crate::config::{ConfigProblem, IntrospectionConfig, IssuerConfig};
 use crate::jwks::fetch;
@@ -156,7 +156,12 @@ impl Introspector {
             Answer::Refused(failure) => Err(failure),
             Answer::Active(verified) => {
                 // Checked on every use: a cached answer must not outlive the token.
-                verify::check_times(&verified.claims, &self.issuer, verify::now(), false)?;
+                verify::check_times(
+                    Times::of(&verified.claims),
+                    &self.issuer,
+                    verify::now(),
+                    false,
+                )?;
                 Ok(verified)
             }
         }
@@ -229,6 +234,7 @@ impl Introspector {
     ) -> Result<Map<String, Value>, CallError> {
         let keys = keys.ok_or(CallError::Unsigned("the issuer has no keys"))?;
         let jws = crate::auth::token::parse(jwt).map_err(|_| CallError::Unsigned("not a JWS"))?;
+        jws.early().map_err(|_| CallError::Unsigned("not a JWS"))?;
         let typ = jws.header.typ.as_deref().map(crate::config::normalise_typ);
         if typ.as_deref() != Some("token-introspection+jwt") {
             return Err(CallError::Unsigned("typ is not token-introspection+jwt"));
@@ -251,11 +257,12 @@ impl Introspector {
         ) {
             return Err(CallError::Unsigned("bad signature"));
         }
-        if jws.claims.get("iss").and_then(Value::as_str) != Some(self.issuer.issuer.as_str()) {
+        let mut claims = jws.claims().map_err(|_| CallError::Unsigned("not a JWS"))?;
+        if claims.get("iss").and_then(Value::as_str) != Some(self.issuer.issuer.as_str()) {
             return Err(CallError::Unsigned("iss is not the issuer"));
         }
-        match jws.claims.get("token_introspection") {
-            Some(Value::Object(inner)) => Ok(inner.clone()),
+        match claims.remove("token_introspection") {
+            Some(Value::Object(inner)) => Ok(inner),
             _ => Err(CallError::Invalid),
         }
     }
@@ -275,7 +282,7 @@ impl Introspector {
         if let Err(failure) = verify::check_required(&claims, &self.issuer) {
             return Answer::Refused(failure);
         }
-        let exp = crate::auth::token::time_claim(&claims, "exp").unwrap_or(f64::INFINITY);
+        let exp = Times::of(&claims).exp.unwrap_or(f64::INFINITY);
         Answer::Active(Arc::new(Verified {
             issuer: self.issuer.name.as_str().into(),
             kid: None,

@@ -2,6 +2,12 @@
 //! unpadded base64url segments, a header and a payload that are JSON objects
 //! without duplicate members. Parsing trusts nothing and verifies nothing;
 //! `verify.rs` decides.
+//!
+//! The payload is read twice, in two strengths: [`Jws::early`] reads only
+//! `iss` and the time claims, which the checks before the signature need,
+//! and [`Jws::claims`] builds every claim once the signature holds. A forged
+//! token of hundreds of tiny claims then costs a scan, not a map of them:
+//! what an unsigned token costs stays close to what its size costs.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -85,8 +91,8 @@ pub struct JoseHeader {
 pub struct Jws<'t> {
     /// Decoded header.
     pub header: JoseHeader,
-    /// Decoded payload claims.
-    pub claims: Map<String, Value>,
+    /// Decoded payload, read by [`Jws::early`] and [`Jws::claims`].
+    payload: Vec<u8>,
     /// `BASE64URL(header) . BASE64URL(payload)`, the signed bytes.
     pub signing_input: &'t str,
     /// The signature segment, still base64url.
@@ -123,25 +129,142 @@ pub fn parse(token: &str) -> Result<Jws<'_>, AuthFailure> {
     let payload = decode(p)?;
     let signature = decode(s)?;
     let header = parse_header(header_bytes)?;
-    let claims = serde_json::from_slice::<UniqueObject>(&payload)
-        .map_err(|_| {
-            AuthFailure::Malformed("token payload is not a JSON object without duplicate members")
-        })?
-        .0;
-    for claim in ["exp", "nbf", "iat"] {
-        if claims.get(claim).is_some_and(|v| !v.is_number()) {
-            return Err(AuthFailure::Malformed(
-                "exp, nbf and iat must be JSON numbers",
-            ));
-        }
-    }
     Ok(Jws {
         header,
-        claims,
+        payload,
         signing_input: &token[..h.len() + 1 + p.len()],
         signature_b64: s,
         signature,
     })
+}
+
+/// What the checks before the signature read from the payload.
+#[derive(Debug)]
+pub struct Early<'p> {
+    /// `iss` when it is a string.
+    pub iss: Option<Cow<'p, str>>,
+    /// `exp`, `nbf`, `iat`.
+    pub times: Times,
+}
+
+/// The time claims, seconds since the epoch (fractions allowed).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Times {
+    /// `exp`.
+    pub exp: Option<f64>,
+    /// `nbf`.
+    pub nbf: Option<f64>,
+    /// `iat`.
+    pub iat: Option<f64>,
+}
+
+impl Times {
+    /// The time claims of an already built claims map (an introspection
+    /// answer): a member that is not a number counts as absent there.
+    pub fn of(claims: &Map<String, Value>) -> Self {
+        let get = |name| claims.get(name).and_then(Value::as_f64);
+        Times {
+            exp: get("exp"),
+            nbf: get("nbf"),
+            iat: get("iat"),
+        }
+    }
+}
+
+impl Jws<'_> {
+    /// `iss` and the time claims, read without building the other claims
+    /// (their names are compared unescaped, and each may appear once);
+    /// the time claims must be JSON numbers.
+    pub fn early(&self) -> Result<Early<'_>, AuthFailure> {
+        let scan =
+            serde_json::from_slice::<Scan<'_>>(&self.payload).map_err(|_| not_an_object())?;
+        if scan.time_not_a_number {
+            return Err(AuthFailure::Malformed(
+                "exp, nbf and iat must be JSON numbers",
+            ));
+        }
+        Ok(scan.early)
+    }
+
+    /// Every claim, for a token whose signature holds: the whole payload,
+    /// without duplicate members.
+    pub fn claims(&self) -> Result<Map<String, Value>, AuthFailure> {
+        serde_json::from_slice::<UniqueObject>(&self.payload)
+            .map(|o| o.0)
+            .map_err(|_| not_an_object())
+    }
+}
+
+fn not_an_object() -> AuthFailure {
+    AuthFailure::Malformed("token payload is not a JSON object without duplicate members")
+}
+
+/// [`Early`] as scanned, and whether a time claim was not a number (told
+/// apart from a payload that is not an object, for the client's message).
+struct Scan<'p> {
+    early: Early<'p>,
+    time_not_a_number: bool,
+}
+
+impl<'de> Deserialize<'de> for Scan<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Scan<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Scan<'de>, A::Error> {
+                let mut iss: Option<Text<'de>> = None;
+                let mut times = [None; 3];
+                let mut time_not_a_number = false;
+                while let Some(key) = access.next_key::<Text<'de>>()? {
+                    let Text::Str(name) = key else {
+                        return Err(serde::de::Error::custom("member name not a string"));
+                    };
+                    let time = match &*name {
+                        "iss" if iss.is_none() => {
+                            iss = Some(access.next_value()?);
+                            continue;
+                        }
+                        "iss" => return Err(serde::de::Error::custom("duplicate member")),
+                        "exp" => &mut times[0],
+                        "nbf" => &mut times[1],
+                        "iat" => &mut times[2],
+                        _ => {
+                            access.next_value::<IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    if time.is_some() {
+                        return Err(serde::de::Error::custom("duplicate member"));
+                    }
+                    // A number holds no allocation; anything else is
+                    // refused below, once the payload is known to be JSON.
+                    match access.next_value::<Value>()? {
+                        Value::Number(n) => *time = n.as_f64(),
+                        _ => {
+                            *time = Some(f64::NAN);
+                            time_not_a_number = true;
+                        }
+                    }
+                }
+                let [exp, nbf, iat] = times;
+                let iss = match iss {
+                    Some(Text::Str(s)) => Some(s),
+                    _ => None,
+                };
+                Ok(Scan {
+                    early: Early {
+                        iss,
+                        times: Times { exp, nbf, iat },
+                    },
+                    time_not_a_number,
+                })
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 fn decode(segment: &str) -> Result<Vec<u8>, AuthFailure> {
@@ -366,11 +489,6 @@ pub fn claim<'m>(claims: &'m Map<String, Value>, path: &str) -> Option<&'m Value
     Some(value)
 }
 
-/// A time claim as seconds since the epoch (fractions allowed).
-pub fn time_claim(claims: &Map<String, Value>, name: &str) -> Option<f64> {
-    claims.get(name).and_then(Value::as_f64)
-}
-
 /// `authgate token inspect`: header and claims as pretty JSON, marked
 /// NOT VERIFIED; the signature is described by length only.
 pub fn inspect(input: &str) -> Result<String, &'static str> {
@@ -431,6 +549,14 @@ mod tests {
         format!("{}.{}.{}", b64(header), b64(payload), b64("sig"))
     }
 
+    /// Every reading a verified token gets: the parse, the scan before
+    /// the signature and the claims after it.
+    fn read_whole(t: &str) -> Result<Map<String, Value>, AuthFailure> {
+        let jws = parse(t)?;
+        jws.early()?;
+        jws.claims()
+    }
+
     #[test]
     fn a_well_formed_token_parses() {
         let t = token(
@@ -440,7 +566,10 @@ mod tests {
         let jws = parse(&t).unwrap();
         assert_eq!(jws.header.alg, Some(Algorithm::ES256));
         assert_eq!(jws.header.kid.as_deref(), Some("k1"));
-        assert_eq!(time_claim(&jws.claims, "exp"), Some(1.5));
+        let early = jws.early().unwrap();
+        assert_eq!(early.iss.as_deref(), Some("x"));
+        assert_eq!(early.times.exp, Some(1.5));
+        assert_eq!(jws.claims().unwrap()["exp"], 1.5);
         assert_eq!(jws.signature.len(), 3);
     }
 
@@ -458,6 +587,42 @@ mod tests {
         let kid = "k".repeat(256);
         let t = token(&format!(r#"{{"alg":"RS256","kid":"{kid}"}}"#), "{}");
         assert_eq!(parse(&t).unwrap().header.kid, Some(kid));
+    }
+
+    #[test]
+    fn the_early_scan_reads_iss_and_times_by_unescaped_name_and_skips_the_rest() {
+        let t = token(
+            r#"{"alg":"ES256"}"#,
+            r#"{"deep":{"iss":"not this","exp":"nor this"},"\u0069ss":"idp","ex\u0070":2,"nbf":1e0,"iat":-1,"x":[{"y":null}]}"#,
+        );
+        let jws = parse(&t).unwrap();
+        let early = jws.early().unwrap();
+        assert_eq!(early.iss.as_deref(), Some("idp"));
+        let times = Times {
+            exp: Some(2.0),
+            nbf: Some(1.0),
+            iat: Some(-1.0),
+        };
+        assert_eq!(early.times, times);
+        assert_eq!(Times::of(&jws.claims().unwrap()), times);
+        let t = token(r#"{"alg":"ES256"}"#, r#"{"iss":{"a":1}}"#);
+        assert_eq!(parse(&t).unwrap().early().unwrap().iss, None);
+        // The claims it reads may appear once, in any spelling: the issuer
+        // chosen here is the one the whole parse would find.
+        for payload in [r#"{"iss":"a","i\u0073s":"b"}"#, r#"{"exp":1,"ex\u0070":2}"#] {
+            let t = token(r#"{"alg":"ES256"}"#, payload);
+            let jws = parse(&t).unwrap();
+            assert!(
+                matches!(jws.early(), Err(AuthFailure::Malformed(_))),
+                "{payload}"
+            );
+        }
+        // A duplicate among the claims the scan does not read is left to
+        // the whole parse, after the signature.
+        let t = token(r#"{"alg":"ES256"}"#, r#"{"sub":"a","sub":"b"}"#);
+        let jws = parse(&t).unwrap();
+        assert!(jws.early().is_ok());
+        assert!(matches!(jws.claims(), Err(AuthFailure::Malformed(_))));
     }
 
     #[test]
@@ -496,9 +661,16 @@ mod tests {
             token(r#"{"alg":"ES256"} x"#, "{}"),
             token(r#"["alg","ES256"]"#, "{}"),
             token(r#"{"alg":"ES256"}"#, r#"{"s\u0075b":"a","sub":"b"}"#),
+            token(r#"{"alg":"ES256"}"#, r#"{"iss":"a","i\u0073s":"b"}"#),
+            token(r#"{"alg":"ES256"}"#, r#"{"exp":1,"exp":2}"#),
+            token(r#"{"alg":"ES256"}"#, r#"{"iat":[1]}"#),
+            token(r#"{"alg":"ES256"}"#, r#"{"iss":"a"} x"#),
         ];
         for t in cases {
-            assert!(matches!(parse(&t), Err(AuthFailure::Malformed(_))), "{t}");
+            assert!(
+                matches!(read_whole(&t), Err(AuthFailure::Malformed(_))),
+                "{t}"
+            );
         }
     }
 

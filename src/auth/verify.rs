@@ -1,6 +1,7 @@
 //! Verifies a JWT against one of a route's issuers, cheapest checks first:
 //! shape, issuer, algorithm, type, time claims, key, then the signature
-//! (jsonwebtoken on aws-lc-rs), then the claims that need trusting.
+//! (jsonwebtoken on aws-lc-rs), then the claims that need trusting, which
+//! are only then built (`token.rs`).
 //! Route policy (audience, scopes, claims) is `policy.rs`.
 
 use std::sync::{Arc, OnceLock};
@@ -10,7 +11,7 @@ use serde_json::{Map, Value};
 
 use super::failure::AuthFailure;
 use super::identity::{self, Identity};
-use super::token::{self, BearerToken};
+use super::token::{self, BearerToken, Times};
 use crate::config::normalise_typ;
 use crate::jwks::KeyCache;
 
@@ -87,10 +88,10 @@ pub async fn verify(
     now: f64,
 ) -> Result<Verified, AuthFailure> {
     let jws = token::parse(token.0)?;
-    let iss = jws.claims.get("iss").and_then(Value::as_str);
+    let early = jws.early()?;
     let keys = issuers
         .iter()
-        .find(|k| Some(k.issuer().issuer.as_str()) == iss)
+        .find(|k| Some(k.issuer().issuer.as_str()) == early.iss.as_deref())
         .ok_or(AuthFailure::WrongIssuer)?;
     let issuer = keys.issuer();
     let alg = jws
@@ -104,7 +105,7 @@ pub async fn verify(
             return Err(AuthFailure::WrongType);
         }
     }
-    let exp = check_times(&jws.claims, issuer, now, true)?.unwrap_or(f64::INFINITY);
+    let exp = check_times(early.times, issuer, now, true)?.unwrap_or(f64::INFINITY);
     let key = keys.key_for(jws.header.kid.as_deref(), alg).await?;
     if !key.fits(alg) {
         return Err(AuthFailure::AlgorithmNotAllowed);
@@ -123,12 +124,13 @@ pub async fn verify(
     ) {
         return Err(AuthFailure::BadSignature);
     }
-    check_required(&jws.claims, issuer)?;
+    let claims = jws.claims()?;
+    check_required(&claims, issuer)?;
     Ok(Verified {
         issuer: issuer.name.as_str().into(),
         kid: jws.header.kid,
         key_id: key.id,
-        claims: jws.claims,
+        claims,
         exp,
         digest,
         identity: OnceLock::new(),
@@ -139,25 +141,23 @@ pub async fn verify(
 /// exp (required for JWTs; optional in an introspection answer), nbf,
 /// iat with leeway; `max_lifetime`. Returns `exp`.
 pub(crate) fn check_times(
-    claims: &Map<String, Value>,
+    Times { exp, nbf, iat }: Times,
     issuer: &crate::config::IssuerConfig,
     now: f64,
     exp_required: bool,
 ) -> Result<Option<f64>, AuthFailure> {
     let leeway = issuer.leeway.as_secs_f64();
-    let exp = token::time_claim(claims, "exp");
     if exp.is_none() && exp_required {
         return Err(AuthFailure::Malformed("token has no exp claim"));
     }
     if exp.is_some_and(|exp| now > exp + leeway) {
         return Err(AuthFailure::Expired);
     }
-    if let Some(nbf) = token::time_claim(claims, "nbf") {
+    if let Some(nbf) = nbf {
         if nbf > now + leeway {
             return Err(AuthFailure::NotYetValid("token is not valid yet (nbf)"));
         }
     }
-    let iat = token::time_claim(claims, "iat");
     if let Some(iat) = iat {
         if iat > now + leeway {
             return Err(AuthFailure::NotYetValid(
