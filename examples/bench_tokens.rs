@@ -3,7 +3,10 @@
 //! `distinct.txt` (N valid RS256 tokens, one per line; N is the second
 //! argument, default 10,000), `distinct-es256.txt` (N valid ES256 tokens),
 //! `forged.txt` (1,000 RS256 tokens signed by a key the JWKS does not hold,
-//! under a kid it does), `dpop-token.txt` (one RS256 token bound to an
+//! under a kid it does), `forged-plain.txt`, `forged-long.txt` and
+//! `forged-wide.txt` (one RS256 token each, under the JWKS's kid with a
+//! signature over other bytes: a plain one, one of 15 KiB in one claim, one
+//! of 650 header members and 620 claims; `bench/forged.sh`), `dpop-token.txt` (one RS256 token bound to an
 //! ES256 key) and `dpop.txt` (M proofs by that key for
 //! `GET http://bench.example/bench`, one per line, each with its own `jti`;
 //! M is the third argument, default 200,000).
@@ -91,5 +94,13 @@ fn main() {
             impostor.token("RS256", &format!("forged-{i}"))
         )
         .unwrap();
+    }
+    for (name, members, claims, pad) in [
+        ("plain", 0, 0, 0),
+        ("long", 0, 0, 11_000),
+        ("wide", 650, 620, 0),
+    ] {
+        let token = keys.forged("RS256", members, claims, pad);
+        std::fs::write(dir.join(format!("forged-{name}.txt")), token + "\n").unwrap();
     }
 }

@@ -310,6 +310,31 @@ async fn crit_b64_and_duplicate_members_are_refused() {
         &fx.issuer.claims().to_string(),
     );
     fx.rejects(&escaped, "duplicate members").await;
+    // Duplicates among members authgate does not read are refused too,
+    // once the signature holds, in the header and in the payload.
+    let claims = fx.issuer.claims().to_string();
+    let unread = fx.ec.raw_token(
+        "ES256",
+        r#"{"alg":"ES256","kid":"ec-1","typ":"at+jwt","x5t":"a","x5\u0074":"b"}"#,
+        &claims,
+    );
+    fx.rejects(
+        &unread,
+        "token header is not a JSON object without duplicate members",
+    )
+    .await;
+    let twice = format!(r#"{{"sub":"mallory",{}"#, &claims[1..]);
+    assert!(twice.matches("\"sub\"").count() == 2, "{twice}");
+    let unread = fx.ec.raw_token(
+        "ES256",
+        r#"{"alg":"ES256","kid":"ec-1","typ":"at+jwt"}"#,
+        &twice,
+    );
+    fx.rejects(
+        &unread,
+        "token payload is not a JSON object without duplicate members",
+    )
+    .await;
 }
 
 #[tokio::test]
