@@ -5,9 +5,11 @@
 //!
 //! The payload is read twice, in two strengths: [`Jws::early`] reads only
 //! `iss` and the time claims, which the checks before the signature need,
-//! and [`Jws::claims`] builds every claim once the signature holds. A forged
-//! token of hundreds of tiny claims then costs a scan, not a map of them:
-//! what an unsigned token costs stays close to what its size costs.
+//! and [`Jws::claims`] builds every claim once the signature holds. The
+//! header likewise: duplicates among the names `parse` reads are refused at
+//! once, the rest by [`Jws::claims`]. A forged token of hundreds of tiny
+//! members then costs a scan, not a map and a hash set of them: what an
+//! unsigned token costs stays close to what its size costs.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
