@@ -1,4 +1,4 @@
-# Shared by bench/run.sh and bench/soak.sh (sourced, not run): installs wrk,
+# Shared by the benchmark scripts in bench/ (sourced, not run): installs wrk,
 # nginx and openssl from Debian's packages when missing, makes a work
 # directory, and on exit stops every process in PIDS and every nginx
 # started from a config in the work directory.
@@ -45,6 +45,19 @@ wait_ready() {
     echo "gateway on admin port $1 not ready after 10 s" >&2
     return 1
 }
+
+# pinned_placement: for the benchmarks that pin the proxy to its own CPU;
+# needs taskset and two CPUs or more. PROXY_CPU is the last CPU, LOAD_CPUS
+# the others (for wrk and the upstream).
+pinned_placement() {
+    need taskset || { echo "taskset (util-linux) is needed" >&2; exit 1; }
+    [ "$(nproc)" -ge 2 ] || { echo "needs at least 2 CPUs" >&2; exit 1; }
+    PROXY_CPU=$(( $(nproc) - 1 )); LOAD_CPUS=0-$(( PROXY_CPU - 1 ))
+}
+
+# cpu_ticks PID: the process's utime+stime so far, in ticks of HZ a second.
+HZ=$(getconf CLK_TCK)
+cpu_ticks() { local f; read -r -a f < "/proc/$1/stat"; echo $((f[13] + f[14])); }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 

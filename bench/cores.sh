@@ -22,8 +22,7 @@ ROUNDS=${ROUNDS:-3}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-5}
 CONNECTIONS=${CONNECTIONS:-64}
 source bench/common.sh authgate-cores
-need taskset || { echo "taskset (util-linux) is needed" >&2; exit 1; }
-[ "$(nproc)" -ge 2 ] || { echo "needs at least 2 CPUs" >&2; exit 1; }
+pinned_placement
 
 cargo build --release --quiet --bin authgate --example bench_tokens
 target/release/examples/bench_tokens "$WORK" 1 >/dev/null
@@ -45,17 +44,15 @@ for w in 1 2; do
     PORT[$w]=$gate; PID[$w]=$!
     wait_ready "$admin" "$WORK/gate.log"
 done
-HZ=$(getconf CLK_TCK)
-ticks() { read -r -a f < "/proc/$1/stat"; echo $((f[13] + f[14])); }
 
 run() { # label, workers, proxy CPUs, load CPUs, wrk threads
     local label=$1 w=$2 proxy=$3 load=$4 threads=$5
     CPUS=$proxy pin $(ps -L -o tid= -p "${PID[$w]}")
     CPUS=$load pin $(upstream_pids)
     local t0 t1 out n
-    t0=$(ticks "${PID[$w]}")
+    t0=$(cpu_ticks "${PID[$w]}")
     out=$(taskset -c "$load" wrk -t"$threads" -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" -s "$WORK/token.lua" "http://127.0.0.1:${PORT[$w]}/bench")
-    t1=$(ticks "${PID[$w]}")
+    t1=$(cpu_ticks "${PID[$w]}")
     n=$(awk '/requests in/ {print $1}' <<<"$out")
     awk -v l="$label" -v n="$n" -v t=$((t1 - t0)) -v hz="$HZ" -v s="$SECONDS_PER_RUN" 'BEGIN {
         cpu = t / hz; printf "%s\t%.0f\t%.2f\t%.0f\n", l, n / s, cpu / s, n / cpu }' >>"$WORK/cores.tsv"

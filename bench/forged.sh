@@ -17,9 +17,7 @@ ROUNDS=${ROUNDS:-3}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-3}
 CONNECTIONS=${CONNECTIONS:-64}
 source bench/common.sh authgate-forged
-need taskset || { echo "taskset (util-linux) is needed" >&2; exit 1; }
-[ "$(nproc)" -ge 2 ] || { echo "needs at least 2 CPUs" >&2; exit 1; }
-PROXY_CPU=$(( $(nproc) - 1 )); LOAD_CPUS=0-$(( PROXY_CPU - 1 ))
+pinned_placement
 
 cargo build --release --quiet --bin authgate --example bench_tokens
 target/release/examples/bench_tokens "$WORK" 1 1 >/dev/null
@@ -33,8 +31,6 @@ request = function()
 end
 L
 done
-HZ=$(getconf CLK_TCK)
-ticks() { read -r -a f < "/proc/$1/stat"; echo $((f[13] + f[14])); }
 refused() { curl -sf "http://127.0.0.1:$1/metrics" | awk '/^authgate_auth_failures_total\{.*reason="bad_signature"/ {n += $2} END {print n + 0}'; }
 BUILDS=("authgate=target/release/authgate")
 [ -n "${BEFORE:-}" ] && BUILDS+=("before=$BEFORE")
@@ -48,9 +44,9 @@ for round in $(seq "$ROUNDS"); do
             taskset -c "$PROXY_CPU" "${b#*=}" run --config "$WORK/gate.yaml" --log-level error >"$WORK/gate.log" 2>&1 &
             pid=$!; PIDS+=("$pid")
             wait_ready "$admin" "$WORK/gate.log"
-            t0=$(ticks "$pid")
+            t0=$(cpu_ticks "$pid")
             out=$(taskset -c "$LOAD_CPUS" wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" -s "$WORK/$shape.lua" "http://127.0.0.1:$gate/bench")
-            t1=$(ticks "$pid"); r=$(refused "$admin")
+            t1=$(cpu_ticks "$pid"); r=$(refused "$admin")
             kill "$pid"; wait "$pid" 2>/dev/null || true
             n=$(awk '/requests in/ {print $1}' <<<"$out")
             [ "$r" -ge "$n" ] || { echo "$shape through ${b%%=*}: $r of $n refused as bad_signature" >&2; exit 1; }

@@ -33,9 +33,7 @@ TOKENS=${TOKENS:-$([ "$FULL" = 1 ] && echo 130000 || echo 80000)}
 # can have used.
 START=$([ "$FULL" = 1 ] && echo $(( TOKENS / 2 )) || echo 0)
 source bench/common.sh authgate-miss
-need taskset || { echo "taskset (util-linux) is needed" >&2; exit 1; }
-[ "$(nproc)" -ge 2 ] || { echo "needs at least 2 CPUs" >&2; exit 1; }
-PROXY_CPU=$(( $(nproc) - 1 )); LOAD_CPUS=0-$(( PROXY_CPU - 1 ))
+pinned_placement
 
 cargo build --release --quiet --bin authgate --example bench_tokens
 echo "criterion (pinned to CPU $PROXY_CPU):"
@@ -64,8 +62,6 @@ lua "$WORK/distinct.txt" "$START" >"$WORK/RS256.lua"
 lua "$WORK/distinct-es256.txt" "$START" >"$WORK/ES256.lua"
 lua "$WORK/distinct.txt" >"$WORK/fill-RS256.lua"
 lua "$WORK/distinct-es256.txt" >"$WORK/fill-ES256.lua"
-HZ=$(getconf CLK_TCK)
-ticks() { read -r -a f < "/proc/$1/stat"; echo $((f[13] + f[14])); }
 misses() { curl -sf "http://127.0.0.1:$1/metrics" | awk '/^authgate_verified_cache_total\{result="miss"\}/ {print $2}'; }
 BUILDS=("authgate=target/release/authgate")
 [ -n "${BEFORE:-}" ] && BUILDS+=("before=$BEFORE")
@@ -80,9 +76,9 @@ run() { # round, scenario, build label, binary
     if [ "$FULL" = 1 ] && [ "$2" != reused ]; then
         taskset -c "$LOAD_CPUS" wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" -s "$WORK/fill-$2.lua" "http://127.0.0.1:$gate/bench" >/dev/null
     fi
-    m0=$(misses "$admin"); t0=$(ticks "$pid")
+    m0=$(misses "$admin"); t0=$(cpu_ticks "$pid")
     out=$(taskset -c "$LOAD_CPUS" wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" -s "$WORK/$2.lua" "http://127.0.0.1:$gate/bench")
-    t1=$(ticks "$pid"); m1=$(misses "$admin")
+    t1=$(cpu_ticks "$pid"); m1=$(misses "$admin")
     kill "$pid"; wait "$pid" 2>/dev/null || true
     n=$(awk '/requests in/ {print $1}' <<<"$out")
     bad=$(awk '/Non-2xx/ {print $NF}' <<<"$out")

@@ -234,6 +234,7 @@ impl Introspector {
     ) -> Result<Map<String, Value>, CallError> {
         let keys = keys.ok_or(CallError::Unsigned("the issuer has no keys"))?;
         let jws = crate::auth::token::parse(jwt).map_err(|_| CallError::Unsigned("not a JWS"))?;
+        // The payload's rules a token's get (time claims are numbers).
         jws.early().map_err(|_| CallError::Unsigned("not a JWS"))?;
         let typ = jws.header.typ.as_deref().map(crate::config::normalise_typ);
         if typ.as_deref() != Some("token-introspection+jwt") {
