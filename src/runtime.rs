@@ -154,9 +154,10 @@ impl Runtime {
         })
     }
 
-    /// A TLS acceptor for the current certificate, if TLS is configured.
-    pub fn tls_acceptor(&self) -> Option<tokio_rustls::TlsAcceptor> {
-        self.tls.clone().map(tokio_rustls::TlsAcceptor::from)
+    /// The TLS server config for the current certificate, if TLS is
+    /// configured.
+    pub fn tls_config(&self) -> Option<Arc<rustls::ServerConfig>> {
+        self.tls.clone()
     }
 
     /// What keeps this runtime from serving, as (config path, problem):

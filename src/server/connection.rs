@@ -13,6 +13,7 @@ use super::activity::{Activity, Tracked};
 use super::http1::{self, Prefixed};
 use super::http2;
 use super::shutdown::stopped;
+use super::tls_stream::TlsStream;
 use crate::config::ServerConfig;
 use crate::gateway::Gateway;
 use crate::proxy::headers::{ClientCert, ClientInfo};
@@ -36,15 +37,15 @@ pub(super) fn spawn(
     let _ = tcp.set_nodelay(true);
     let runtime = gateway.runtime();
     let server = runtime.config.server.clone();
-    let acceptor = runtime.tls_acceptor();
+    let tls = runtime.tls_config();
     drop(runtime);
-    match acceptor {
+    match tls {
         None => tokio::spawn(async move {
             serve_plain(gateway, tcp, ip, server, stop).await;
             drop(done);
         }),
-        Some(acceptor) => tokio::spawn(async move {
-            serve_tls(gateway, acceptor, tcp, ip, server, stop).await;
+        Some(tls) => tokio::spawn(async move {
+            serve_tls(gateway, tls, tcp, ip, server, stop).await;
             drop(done);
         }),
     };
@@ -91,7 +92,7 @@ async fn serve_plain(
 /// A TLS connection: the handshake, then HTTP/1.1 or HTTP/2 by ALPN.
 async fn serve_tls(
     gateway: Arc<Gateway>,
-    acceptor: tokio_rustls::TlsAcceptor,
+    tls: Arc<rustls::ServerConfig>,
     tcp: TcpStream,
     ip: std::net::IpAddr,
     server: ServerConfig,
@@ -102,18 +103,17 @@ async fn serve_tls(
         inner: tcp,
         activity: activity.clone(),
     };
-    let Some(stream) = handshake(&acceptor, io, server.header_read_timeout).await else {
+    let Some(stream) = handshake(tls, io, server.header_read_timeout).await else {
         return;
     };
     let mut client = ClientInfo::new(ip, true);
     // rustls verified it against client_ca_file in the handshake.
     client.cert = stream
-        .get_ref()
-        .1
+        .session()
         .peer_certificates()
         .and_then(|chain| chain.first())
         .map(|leaf| Arc::new(ClientCert::from_der(leaf)));
-    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+    if stream.session().alpn_protocol() == Some(b"h2") {
         // Boxed: an HTTP/1.1 connection's future never holds room for an
         // HTTP/2 one (4.5 KiB).
         Box::pin(http2::serve_http2(
@@ -137,12 +137,12 @@ async fn serve_tls(
 /// HTTP/2 future took (now boxed), were 11.5 KiB of the 19.8 a parked TLS
 /// connection held.
 async fn handshake(
-    acceptor: &tokio_rustls::TlsAcceptor,
+    tls: Arc<rustls::ServerConfig>,
     io: Tracked,
     within: std::time::Duration,
-) -> Option<Box<tokio_rustls::server::TlsStream<Tracked>>> {
-    match tokio::time::timeout(within, acceptor.accept(io)).await {
-        Ok(Ok(stream)) => Some(Box::new(stream)),
+) -> Option<Box<TlsStream>> {
+    match tokio::time::timeout(within, TlsStream::accept(tls, io)).await {
+        Ok(Ok(stream)) => Some(stream),
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "TLS handshake failed");
             None

@@ -16,11 +16,11 @@
 //! leaves the upstream's side in the connection's [`UpgradeSlot`], and once
 //! hyper has written the 101 and handed the socket back, the two are joined.
 //!
-//! TLS connections are parked the same way, rustls's state kept: the
-//! session (keys, sequence numbers) must survive, and its buffers are
-//! small when empty. A TLS connection is parked only when rustls holds no
-//! decrypted bytes that hyper has not read, since socket readiness says
-//! nothing about those.
+//! TLS connections are parked the same way, rustls's session kept (keys
+//! and sequence numbers must survive) and the TLS stream's buffers given
+//! back (`tls_stream.rs`). A TLS connection is parked only when nothing
+//! read from the socket is still buffered above it, since socket readiness
+//! says nothing about those bytes.
 
 use std::io;
 use std::pin::Pin;
@@ -38,6 +38,7 @@ use tokio::time::Instant;
 use super::activity::{Activity, Tracked};
 use super::service::service;
 use super::shutdown::stopped;
+use super::tls_stream::TlsStream;
 use crate::config::ServerConfig;
 use crate::gateway::Gateway;
 use crate::proxy::headers::ClientInfo;
@@ -59,6 +60,8 @@ pub trait Parkable: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     fn at_rest(&self) -> bool {
         true
     }
+    /// Gives back what it holds only while busy (called when parked).
+    fn rest(&mut self) {}
     /// Resolves when bytes (or EOF) can be read.
     fn readable(&self) -> impl Future<Output = io::Result<()>> + Send;
 }
@@ -72,18 +75,18 @@ impl Parkable for Tracked {
     }
 }
 
-impl Parkable for tokio_rustls::server::TlsStream<Tracked> {
+impl Parkable for TlsStream {
     fn can_park(&self) -> bool {
         true
     }
-    /// rustls holds no decrypted bytes hyper has not read and nothing left
-    /// to send: then the next record can only come from the socket.
     fn at_rest(&self) -> bool {
-        let tls = self.get_ref().1;
-        tls.wants_read() && !tls.wants_write()
+        TlsStream::at_rest(self)
+    }
+    fn rest(&mut self) {
+        TlsStream::rest(self)
     }
     fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
-        self.get_ref().0.inner.readable()
+        self.tcp().readable()
     }
 }
 
@@ -95,6 +98,9 @@ impl<T: Parkable> Parkable for Box<T> {
     }
     fn at_rest(&self) -> bool {
         (**self).at_rest()
+    }
+    fn rest(&mut self) {
+        (**self).rest()
     }
     fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
         (**self).readable()
@@ -136,12 +142,11 @@ pub async fn serve_http1<I: Parkable>(
     let upgrades = UpgradeSlot::default();
     let mut io = io;
     loop {
-        if park
-            && io.prefix.is_empty()
-            && io.inner.at_rest()
-            && !wait_parked(&io.inner, &mut stop, timer.as_mut(), tick, &activity, idle).await
-        {
-            return;
+        if park && io.prefix.is_empty() && io.inner.at_rest() {
+            io.inner.rest();
+            if !wait_parked(&io.inner, &mut stop, timer.as_mut(), tick, &activity, idle).await {
+                return;
+            }
         }
         let service = service(
             gateway.clone(),

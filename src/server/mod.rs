@@ -10,6 +10,7 @@ pub(crate) mod listener;
 mod service;
 pub(crate) mod shutdown;
 pub(crate) mod side;
+mod tls_stream;
 pub(crate) mod workers;
 
 use std::net::SocketAddr;

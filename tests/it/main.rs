@@ -30,3 +30,4 @@ mod reload;
 mod revocation;
 mod support;
 mod timeouts;
+mod tls;
