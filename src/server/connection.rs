@@ -9,12 +9,12 @@ use bytes::Bytes;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use super::Limits;
 use super::activity::{Activity, Tracked};
 use super::http1::{self, Prefixed};
 use super::http2;
 use super::shutdown::stopped;
 use super::tls_stream::TlsStream;
-use crate::config::ServerConfig;
 use crate::gateway::Gateway;
 use crate::proxy::headers::{ClientCert, ClientInfo};
 
@@ -36,96 +36,108 @@ pub(super) fn spawn(
 ) {
     let _ = tcp.set_nodelay(true);
     let runtime = gateway.runtime();
-    let server = runtime.config.server.clone();
+    let limits = Limits::of(&runtime.config.server);
     let tls = runtime.tls_config();
     drop(runtime);
     match tls {
-        None => tokio::spawn(async move {
-            serve_plain(gateway, tcp, ip, server, stop).await;
-            drop(done);
-        }),
-        Some(tls) => tokio::spawn(async move {
-            serve_tls(gateway, tls, tcp, ip, server, stop).await;
-            drop(done);
-        }),
+        None => tokio::spawn(serve_plain(gateway, tcp, ip, limits, stop, done)),
+        Some(tls) => tokio::spawn(serve_tls(gateway, tls, tcp, ip, limits, stop, done)),
     };
 }
 
 /// A plain-text connection: HTTP/1.1, or HTTP/2 by prior knowledge (its
-/// future, large, boxed).
-async fn serve_plain(
+/// future, large, boxed). Not an `async fn`, for the reason
+/// `http1::serve_http1` is not: its future is the connection's task.
+#[allow(clippy::manual_async_fn)]
+fn serve_plain(
     gateway: Arc<Gateway>,
     tcp: TcpStream,
     ip: std::net::IpAddr,
-    server: ServerConfig,
+    limits: Limits,
     mut stop: watch::Receiver<bool>,
-) {
-    // Nothing is allocated for the connection until its first bytes
-    // arrive, and those must come within `header_read_timeout`.
-    let first = tokio::select! {
-        sniffed = tokio::time::timeout(server.header_read_timeout, sniff_h2(&tcp)) => sniffed,
-        _ = stopped(&mut stop) => return,
-    };
-    let activity = Activity::new();
-    let client = ClientInfo::new(ip, false);
-    let io = Tracked {
-        inner: tcp,
-        activity: activity.clone(),
-    };
-    match first {
-        Ok(Ok(Some((h2, prefix)))) => {
-            let io = Prefixed { inner: io, prefix };
-            if h2 {
-                Box::pin(http2::serve_http2(
-                    gateway, io, client, &server, activity, stop,
-                ))
-                .await;
-            } else {
-                http1::serve_http1(gateway, io, client, &server, activity, stop).await;
+    done: impl Send + 'static,
+) -> impl Future<Output = ()> + Send {
+    async move {
+        let _done = done;
+        // Nothing is allocated for the connection until its first bytes
+        // arrive, and those must come within `header_read_timeout`.
+        // Boxed: the sniff's state (its timer among it) is needed once, and the
+        // connection's future would otherwise keep room for it while parked.
+        let sniff = Box::pin(tokio::time::timeout(
+            limits.header_read_timeout,
+            sniff_h2(&tcp),
+        ));
+        let first = tokio::select! {
+            sniffed = sniff => sniffed,
+            _ = stopped(&mut stop) => return,
+        };
+        let activity = Activity::new();
+        let client = ClientInfo::new(ip, false);
+        let io = Tracked {
+            inner: tcp,
+            activity: activity.clone(),
+        };
+        match first {
+            Ok(Ok(Some((h2, prefix)))) => {
+                let io = Prefixed { inner: io, prefix };
+                if h2 {
+                    Box::pin(http2::serve_http2(
+                        gateway, io, client, limits, activity, stop,
+                    ))
+                    .await;
+                } else {
+                    http1::serve_http1(gateway, io, client, limits, activity, stop).await;
+                }
             }
+            Ok(Ok(None)) | Ok(Err(_)) => {}
+            Err(_) => tracing::debug!("no request within header_read_timeout"),
         }
-        Ok(Ok(None)) | Ok(Err(_)) => {}
-        Err(_) => tracing::debug!("no request within header_read_timeout"),
     }
 }
 
-/// A TLS connection: the handshake, then HTTP/1.1 or HTTP/2 by ALPN.
-async fn serve_tls(
+/// A TLS connection: the handshake, then HTTP/1.1 or HTTP/2 by ALPN. Not
+/// an `async fn`, as `serve_plain` is not.
+#[allow(clippy::manual_async_fn)]
+fn serve_tls(
     gateway: Arc<Gateway>,
     tls: Arc<rustls::ServerConfig>,
     tcp: TcpStream,
     ip: std::net::IpAddr,
-    server: ServerConfig,
+    limits: Limits,
     stop: watch::Receiver<bool>,
-) {
-    let activity = Activity::new();
-    let io = Tracked {
-        inner: tcp,
-        activity: activity.clone(),
-    };
-    let Some(stream) = handshake(tls, io, server.header_read_timeout).await else {
-        return;
-    };
-    let mut client = ClientInfo::new(ip, true);
-    // rustls verified it against client_ca_file in the handshake.
-    client.cert = stream
-        .session()
-        .peer_certificates()
-        .and_then(|chain| chain.first())
-        .map(|leaf| Arc::new(ClientCert::from_der(leaf)));
-    if stream.session().alpn_protocol() == Some(b"h2") {
-        // Boxed: an HTTP/1.1 connection's future never holds room for an
-        // HTTP/2 one (4.5 KiB).
-        Box::pin(http2::serve_http2(
-            gateway, stream, client, &server, activity, stop,
-        ))
-        .await;
-    } else {
-        let io = Prefixed {
-            inner: stream,
-            prefix: Bytes::new(),
+    done: impl Send + 'static,
+) -> impl Future<Output = ()> + Send {
+    async move {
+        let _done = done;
+        let activity = Activity::new();
+        let io = Tracked {
+            inner: tcp,
+            activity: activity.clone(),
         };
-        http1::serve_http1(gateway, io, client, &server, activity, stop).await;
+        let Some(stream) = handshake(tls, io, limits.header_read_timeout).await else {
+            return;
+        };
+        let mut client = ClientInfo::new(ip, true);
+        // rustls verified it against client_ca_file in the handshake.
+        client.cert = stream
+            .session()
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .map(|leaf| Arc::new(ClientCert::from_der(leaf)));
+        if stream.session().alpn_protocol() == Some(b"h2") {
+            // Boxed: an HTTP/1.1 connection's future never holds room for an
+            // HTTP/2 one (4.5 KiB).
+            Box::pin(http2::serve_http2(
+                gateway, stream, client, limits, activity, stop,
+            ))
+            .await;
+        } else {
+            let io = Prefixed {
+                inner: stream,
+                prefix: Bytes::new(),
+            };
+            http1::serve_http1(gateway, io, client, limits, activity, stop).await;
+        }
     }
 }
 

@@ -35,11 +35,11 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::Limits;
 use super::activity::{Activity, Tracked};
 use super::service::service;
 use super::shutdown::stopped;
 use super::tls_stream::TlsStream;
-use crate::config::ServerConfig;
 use crate::gateway::Gateway;
 use crate::proxy::headers::ClientInfo;
 use crate::proxy::upgrade::UpgradeSlot;
@@ -52,7 +52,7 @@ use std::time::Duration;
 pub const PARK_AFTER: Duration = Duration::from_millis(100);
 
 /// A client stream that may be parked between requests.
-pub trait Parkable: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+pub trait Parkable: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static {
     /// Whether the transport can be parked at all.
     fn can_park(&self) -> bool;
     /// Whether waiting for socket readiness is enough to resume it now:
@@ -62,16 +62,18 @@ pub trait Parkable: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     }
     /// Gives back what it holds only while busy (called when parked).
     fn rest(&mut self) {}
-    /// Resolves when bytes (or EOF) can be read.
-    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send;
+    /// Ready when bytes (or EOF) can be read. A poll rather than tokio's
+    /// `readable()` future, which would put its 152-byte waiter in every
+    /// parked connection's future.
+    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
 }
 
 impl Parkable for Tracked {
     fn can_park(&self) -> bool {
         true
     }
-    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
-        self.inner.readable()
+    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.inner.poll_read_ready(cx)
     }
 }
 
@@ -85,8 +87,8 @@ impl Parkable for TlsStream {
     fn rest(&mut self) {
         TlsStream::rest(self)
     }
-    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
-        self.tcp().readable()
+    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.tcp().poll_read_ready(cx)
     }
 }
 
@@ -102,8 +104,8 @@ impl<T: Parkable> Parkable for Box<T> {
     fn rest(&mut self) {
         (**self).rest()
     }
-    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
-        (**self).readable()
+    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        (**self).poll_readable(cx)
     }
 }
 
@@ -119,176 +121,213 @@ enum Ended {
 
 /// Serves HTTP/1.1 on `io` until the client leaves, the connection idles
 /// out, or the gateway stops.
-pub async fn serve_http1<I: Parkable>(
+///
+/// A function returning an `async move` block rather than an `async fn`:
+/// an async fn's future keeps its arguments twice (as passed, and as moved
+/// into its body), and this future is most of what a parked connection's
+/// task holds.
+#[allow(clippy::manual_async_fn)]
+pub fn serve_http1<I: Parkable>(
     gateway: Arc<Gateway>,
-    io: Prefixed<I>,
+    mut io: Prefixed<I>,
     client: ClientInfo,
-    server: &ServerConfig,
+    limits: Limits,
     activity: Activity,
     mut stop: watch::Receiver<bool>,
-) {
-    let builder = builder(server);
-    let idle = server.idle_timeout;
-    let park = io.inner.can_park();
-    // One timer per connection: the idle-timeout check every `tick`, brought
-    // forward to park a connection whose server went waiting.
-    let tick = if idle.is_zero() {
-        Duration::from_secs(3600)
-    } else {
-        idle / 4
+) -> impl Future<Output = ()> + Send {
+    let idle = limits.idle_timeout;
+    let conn = Http1 {
+        park: io.inner.can_park(),
+        gateway,
+        client,
+        activity,
+        upgrades: UpgradeSlot::default(),
+        limits,
+        // One timer per connection: the idle-timeout check every `tick`,
+        // brought forward to park a connection whose server went waiting.
+        tick: if idle.is_zero() {
+            Duration::from_secs(3600)
+        } else {
+            idle / 4
+        },
     };
-    let timer = tokio::time::sleep(tick);
-    tokio::pin!(timer);
-    let upgrades = UpgradeSlot::default();
-    let mut io = io;
-    loop {
-        if park && io.prefix.is_empty() && io.inner.at_rest() {
-            io.inner.rest();
-            if !wait_parked(&io.inner, &mut stop, timer.as_mut(), tick, &activity, idle).await {
+    async move {
+        let timer = tokio::time::sleep(conn.tick);
+        tokio::pin!(timer);
+        loop {
+            if conn.park && io.prefix.is_empty() && io.inner.at_rest() {
+                io.inner.rest();
+                if !conn.wait_parked(&io.inner, &mut stop, timer.as_mut()).await {
+                    return;
+                }
+            }
+            // Boxed: hyper's connection and the future driving it take
+            // room only while the connection is busy, none in a parked
+            // one's task.
+            let run = Box::pin(conn.run(io, &mut stop, timer.as_mut()));
+            let Some((back, ended)) = run.await else {
+                return;
+            };
+            io = back;
+            if let Some(upstream) = conn.upgrades.take() {
+                // Boxed: rare, and no room for it in every connection's
+                // future.
+                Box::pin(splice(io, upstream, &conn.activity, idle)).await;
                 return;
             }
-        }
-        let service = service(
-            gateway.clone(),
-            client.clone(),
-            activity.clone(),
-            Some(upgrades.clone()),
-            false,
-        );
-        let mut conn = Box::new(builder.serve_connection(TokioIo::new(io), service));
-        activity.take_waiting();
-        let ended = drive(
-            &mut conn,
-            park,
-            tick,
-            idle,
-            &activity,
-            &mut stop,
-            timer.as_mut(),
-        )
-        .await;
-        if matches!(ended, Ended::Dropped) {
-            return;
-        }
-        let parts = conn.into_parts();
-        io = parts.io.into_inner();
-        if !parts.read_buf.is_empty() {
-            io.prefix = parts.read_buf;
-        }
-        if let Some(upstream) = upgrades.take() {
-            // Boxed: rare, and no room for it in every connection's future.
-            Box::pin(splice(io, upstream, &activity, idle)).await;
-            return;
-        }
-        if matches!(ended, Ended::Done) {
-            let _ = io.shutdown().await;
-            return;
+            if matches!(ended, Ended::Done) {
+                let _ = io.shutdown().await;
+                return;
+            }
         }
     }
 }
 
-/// Runs hyper over the connection until it stops at a message boundary we
-/// asked for (park), ends, idles out, or the gateway stops.
-async fn drive<I, S>(
-    conn: &mut Box<http1::Connection<TokioIo<Prefixed<I>>, S>>,
+/// What every run of hyper over one connection shares.
+struct Http1 {
+    gateway: Arc<Gateway>,
+    client: ClientInfo,
+    activity: Activity,
+    /// Where the forwarder leaves an upgraded upstream for [`splice`].
+    upgrades: UpgradeSlot,
+    limits: Limits,
+    /// Whether the transport can be parked.
     park: bool,
+    /// The connection timer's period.
     tick: Duration,
-    idle: Duration,
-    activity: &Activity,
-    stop: &mut watch::Receiver<bool>,
-    mut timer: Pin<&mut tokio::time::Sleep>,
-) -> Ended
-where
-    I: Parkable,
-    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = super::service::ConnBody>
-        + Unpin,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    S::Future: Unpin,
-{
-    let mut parking = false;
-    let mut draining = false;
-    // The rest period (by its last write) already timed for parking:
-    // hyper polls its read again on every wake-up, and each finds the
-    // socket empty, so only the first finding of a period counts.
-    let mut noted = u64::MAX;
-    loop {
-        tokio::select! {
-            biased;
-            step = std::future::poll_fn(|cx| match conn.poll_without_shutdown(cx) {
-                Poll::Ready(r) => Poll::Ready(Some(r)),
-                Poll::Pending if park && activity.take_waiting() && activity.last_write() != noted => {
-                    Poll::Ready(None)
+}
+
+impl Http1 {
+    /// One run of hyper over the connection, from its next request until
+    /// it is parked or ends: the socket back, with whatever hyper read
+    /// ahead of a request, unless it is to be dropped.
+    async fn run<I: Parkable>(
+        &self,
+        io: Prefixed<I>,
+        stop: &mut watch::Receiver<bool>,
+        timer: Pin<&mut tokio::time::Sleep>,
+    ) -> Option<(Prefixed<I>, Ended)> {
+        let service = service(
+            self.gateway.clone(),
+            self.client.clone(),
+            self.activity.clone(),
+            Some(self.upgrades.clone()),
+            false,
+        );
+        let mut conn = builder(self.limits).serve_connection(TokioIo::new(io), service);
+        self.activity.take_waiting();
+        let ended = self.drive(&mut conn, stop, timer).await;
+        if matches!(ended, Ended::Dropped) {
+            return None;
+        }
+        let parts = conn.into_parts();
+        let mut io = parts.io.into_inner();
+        if !parts.read_buf.is_empty() {
+            io.prefix = parts.read_buf;
+        }
+        Some((io, ended))
+    }
+
+    /// Runs hyper over the connection until it stops at a message boundary
+    /// we asked for (park), ends, idles out, or the gateway stops.
+    async fn drive<I, S>(
+        &self,
+        conn: &mut http1::Connection<TokioIo<Prefixed<I>>, S>,
+        stop: &mut watch::Receiver<bool>,
+        mut timer: Pin<&mut tokio::time::Sleep>,
+    ) -> Ended
+    where
+        I: Parkable,
+        S: hyper::service::HttpService<hyper::body::Incoming, ResBody = super::service::ConnBody>
+            + Unpin,
+        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        S::Future: Unpin,
+    {
+        let (park, activity, idle) = (self.park, &self.activity, self.limits.idle_timeout);
+        let mut parking = false;
+        let mut draining = false;
+        // The rest period (by its last write) already timed for parking:
+        // hyper polls its read again on every wake-up, and each finds the
+        // socket empty, so only the first finding of a period counts.
+        let mut noted = u64::MAX;
+        loop {
+            tokio::select! {
+                biased;
+                step = std::future::poll_fn(|cx| match conn.poll_without_shutdown(cx) {
+                    Poll::Ready(r) => Poll::Ready(Some(r)),
+                    Poll::Pending if park && activity.take_waiting() && activity.last_write() != noted => {
+                        Poll::Ready(None)
+                    }
+                    Poll::Pending => Poll::Pending,
+                }) => match step {
+                    Some(Ok(())) if parking && !draining => return Ended::Parked,
+                    Some(Ok(())) => return Ended::Done,
+                    Some(Err(e)) => {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                        return Ended::Dropped;
+                    }
+                    // hyper waits for the next request and the socket is
+                    // empty: park unless it comes within PARK_AFTER.
+                    None => {
+                        noted = activity.last_write();
+                        timer.as_mut().reset(Instant::now() + PARK_AFTER);
+                    }
+                },
+                _ = stopped(stop), if !draining => {
+                    draining = true;
+                    Pin::new(&mut *conn).graceful_shutdown();
                 }
-                Poll::Pending => Poll::Pending,
-            }) => match step {
-                Some(Ok(())) if parking && !draining => return Ended::Parked,
-                Some(Ok(())) => return Ended::Done,
-                Some(Err(e)) => {
-                    tracing::debug!(error = %e, "connection ended with an error");
-                    return Ended::Dropped;
+                _ = timer.as_mut() => {
+                    if activity.idled_out(idle) {
+                        tracing::debug!("closing idle connection");
+                        return Ended::Dropped;
+                    }
+                    if park && !parking && !draining && activity.at_rest(PARK_AFTER / 2) {
+                        // At a message boundary hyper closes its side at
+                        // once and hands the socket back untouched.
+                        parking = true;
+                        Pin::new(&mut *conn).graceful_shutdown();
+                    }
+                    timer.as_mut().reset(Instant::now() + self.tick);
                 }
-                // hyper waits for the next request and the socket is
-                // empty: park unless it comes within PARK_AFTER.
-                None => {
-                    noted = activity.last_write();
-                    timer.as_mut().reset(Instant::now() + PARK_AFTER);
-                }
-            },
-            _ = stopped(stop), if !draining => {
-                draining = true;
-                Pin::new(&mut **conn).graceful_shutdown();
             }
-            _ = timer.as_mut() => {
-                if activity.idled_out(idle) {
-                    tracing::debug!("closing idle connection");
-                    return Ended::Dropped;
+        }
+    }
+
+    /// Parked: holds only the socket until the client speaks again. False
+    /// when the connection should end instead (closed, idle, or the gateway
+    /// stops).
+    async fn wait_parked<I: Parkable>(
+        &self,
+        io: &I,
+        stop: &mut watch::Receiver<bool>,
+        mut timer: Pin<&mut tokio::time::Sleep>,
+    ) -> bool {
+        loop {
+            tokio::select! {
+                r = std::future::poll_fn(|cx| io.poll_readable(cx)) => return r.is_ok(),
+                _ = stopped(stop) => return false,
+                _ = timer.as_mut() => {
+                    if self.activity.idled_out(self.limits.idle_timeout) {
+                        tracing::debug!("closing idle connection");
+                        return false;
+                    }
+                    timer.as_mut().reset(Instant::now() + self.tick);
                 }
-                if park && !parking && !draining && activity.at_rest(PARK_AFTER / 2) {
-                    // At a message boundary hyper closes its side at
-                    // once and hands the socket back untouched.
-                    parking = true;
-                    Pin::new(&mut **conn).graceful_shutdown();
-                }
-                timer.as_mut().reset(Instant::now() + tick);
             }
         }
     }
 }
 
 /// hyper's HTTP/1.1 server as every client connection uses it.
-fn builder(server: &ServerConfig) -> http1::Builder {
+fn builder(limits: Limits) -> http1::Builder {
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(server.header_read_timeout)
-        .max_buf_size(server.max_header_bytes.max(8192))
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192))
         .keep_alive(true);
     builder
-}
-
-/// Parked: holds only the socket until the client speaks again. False when
-/// the connection should end instead (closed, idle, or the gateway stops).
-async fn wait_parked<I: Parkable>(
-    io: &I,
-    stop: &mut watch::Receiver<bool>,
-    mut timer: Pin<&mut tokio::time::Sleep>,
-    tick: Duration,
-    activity: &Activity,
-    idle: Duration,
-) -> bool {
-    loop {
-        tokio::select! {
-            r = io.readable() => return r.is_ok(),
-            _ = stopped(stop) => return false,
-            _ = timer.as_mut() => {
-                if activity.idled_out(idle) {
-                    tracing::debug!("closing idle connection");
-                    return false;
-                }
-                timer.as_mut().reset(Instant::now() + tick);
-            }
-        }
-    }
 }
 
 /// Joins the client's socket with the upstream's once both have switched,

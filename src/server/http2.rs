@@ -21,7 +21,7 @@ pub(super) async fn serve_http2<I>(
     gateway: Arc<Gateway>,
     io: I,
     client: ClientInfo,
-    server: &crate::config::ServerConfig,
+    limits: super::Limits,
     activity: Activity,
     mut stop: watch::Receiver<bool>,
 ) where
@@ -30,7 +30,7 @@ pub(super) async fn serve_http2<I>(
     let mut builder = http2::Builder::new(TokioExecutor::new());
     builder
         .timer(TokioTimer::new())
-        .max_header_list_size(server.max_header_bytes as u32)
+        .max_header_list_size(limits.max_header_bytes as u32)
         .max_concurrent_streams(256)
         .max_pending_accept_reset_streams(64)
         .max_local_error_reset_streams(256);
@@ -39,9 +39,9 @@ pub(super) async fn serve_http2<I>(
     let service = service::service(gateway, client, activity.clone(), None, true);
     let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
-    let idle = server.idle_timeout;
+    let idle = limits.idle_timeout;
     let mut draining = false;
-    let tick = [idle / 4, server.header_read_timeout / 4]
+    let tick = [idle / 4, limits.header_read_timeout / 4]
         .into_iter()
         .filter(|t| !t.is_zero())
         .min()
@@ -63,7 +63,7 @@ pub(super) async fn serve_http2<I>(
                     tracing::debug!("closing idle connection");
                     return;
                 }
-                if !activity.any_request() && activity.age() >= server.header_read_timeout {
+                if !activity.any_request() && activity.age() >= limits.header_read_timeout {
                     tracing::debug!("no request within header_read_timeout");
                     return;
                 }

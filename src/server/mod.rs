@@ -24,6 +24,26 @@ use crate::config::Config;
 use crate::gateway::{Gateway, Runtime};
 use crate::telemetry::metrics::Metrics;
 
+/// What serving a client connection reads of `server:`, copied into the
+/// connection's future (the whole `ServerConfig` is 184 bytes, and an async
+/// function holds its arguments twice for as long as it runs).
+#[derive(Clone, Copy)]
+struct Limits {
+    header_read_timeout: std::time::Duration,
+    idle_timeout: std::time::Duration,
+    max_header_bytes: usize,
+}
+
+impl Limits {
+    fn of(server: &crate::config::ServerConfig) -> Self {
+        Limits {
+            header_read_timeout: server.header_read_timeout,
+            idle_timeout: server.idle_timeout,
+            max_header_bytes: server.max_header_bytes,
+        }
+    }
+}
+
 /// Why a gateway could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {

@@ -339,9 +339,11 @@ async fn parked_cost(tls: bool, n: u64) -> (f64, u64) {
 #[tokio::test]
 async fn parked_connections_cost_little_memory_and_no_cpu() {
     let (per_connection, idle_ticks) = parked_cost(false, 800).await;
-    // Unparked, hyper holds about 39 KiB per connection.
+    // Unparked, hyper holds about 39 KiB per connection; parked, 1.8-2.6
+    // KiB remain (5.0 while the connection's task kept room for hyper's
+    // run and the sniff's state: `http1::serve_http1`).
     assert!(
-        per_connection < 12.0,
+        per_connection < 3.5,
         "{per_connection:.1} KiB per connection"
     );
     assert!(idle_ticks <= 10, "{idle_ticks} ticks of CPU while idle");
