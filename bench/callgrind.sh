@@ -12,6 +12,10 @@
 #   KEEP=/tmp/cg.out bash bench/callgrind.sh   # keeps the profile
 #   TOKENS=distinct bash bench/callgrind.sh     # a new RS256 token on every
 #                                               # request: the signature-checking path
+#   TLS=1 bash bench/callgrind.sh               # clients over TLS (1.3, P-256
+#                                               # certificate; wrk's 4 handshakes
+#                                               # are counted, spread over the run)
+#   AUTHGATE=/tmp/authgate-before bash bench/callgrind.sh   # an earlier build
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TOP=${TOP:-30}
@@ -28,7 +32,14 @@ TOKENS=${TOKENS:-reused}
 target/release/examples/bench_tokens "$WORK" "$([ "$TOKENS" = distinct ] && echo 20000 || echo 10)" >/dev/null
 UPSTREAM=$(free_port); GATE=$(free_port); ADMIN=$(free_port)
 start_upstream "$UPSTREAM"
-gateway_yaml "$WORK/gate.yaml" "$GATE" "$ADMIN" "$UPSTREAM"
+scheme=http tls=""
+if [ "${TLS:-0}" = 1 ]; then
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+        -subj /CN=localhost -addext subjectAltName=IP:127.0.0.1 \
+        -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
+    scheme=https tls="  tls: { cert_file: cert.pem, key_file: key.pem }"
+fi
+gateway_yaml "$WORK/gate.yaml" "$GATE" "$ADMIN" "$UPSTREAM" "$tls"
 cat >"$WORK/token.lua" <<EOF
 local tokens = {}
 for line in io.lines("$WORK/$TOKENS.txt") do tokens[#tokens + 1] = line end
@@ -41,17 +52,17 @@ EOF
 
 OUT="$WORK/callgrind.out"
 valgrind --tool=callgrind --callgrind-out-file="$OUT" \
-    target/release/authgate run --config "$WORK/gate.yaml" --log-level error >"$WORK/gate.log" 2>&1 &
+    "${AUTHGATE:-target/release/authgate}" run --config "$WORK/gate.yaml" --log-level error >"$WORK/gate.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 120); do
     curl -sf "http://127.0.0.1:$ADMIN/readyz" >/dev/null && break
     sleep 0.5
 done
-status=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $(head -1 "$WORK/reused.txt")" "http://127.0.0.1:$GATE/bench")
+status=$(curl -sk -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $(head -1 "$WORK/reused.txt")" "$scheme://127.0.0.1:$GATE/bench")
 [ "$status" = 200 ] || { echo "warm-up request answered $status" >&2; exit 1; }
 
 callgrind_control -z "${PIDS[-1]}" >/dev/null
-requests=$(wrk -t1 -c4 -d10s -s "$WORK/token.lua" "http://127.0.0.1:$GATE/bench" | awk '/requests in/ {print $1}')
+requests=$(wrk -t1 -c4 -d10s -s "$WORK/token.lua" "$scheme://127.0.0.1:$GATE/bench" | awk '/requests in/ {print $1}')
 callgrind_control -d "${PIDS[-1]}" >/dev/null
 sleep 1
 dump=$(ls "$OUT".* | head -1)
