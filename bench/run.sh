@@ -34,6 +34,10 @@
 #                                       # adds targets before and before-tls (beside authgate
 #                                       # and authgate-tls, where TARGETS has them): the same
 #                                       # gateways run from an earlier build, interleaved
+#   PINNED=1 bash bench/run.sh          # every proxy (nginx and each authgate) with one
+#                                       # worker pinned to the last CPU, wrk (one thread) and
+#                                       # the upstream on the others: each proxy's CPU per
+#                                       # request without the load generator on its core
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -55,6 +59,16 @@ DPOP=${DPOP:-1}
 DPOP_PROOFS=${DPOP_PROOFS:-200000}
 
 source bench/common.sh authgate-bench
+PINNED=${PINNED:-0}
+PROXY_WORKERS=auto
+if [ "$PINNED" = 1 ]; then
+    pinned_placement
+    PROXY_WORKERS=1 THREADS=1
+fi
+# pin CPUS PID...: every thread of each process onto CPUS (the upstream's,
+# started by common.sh; the proxies start under taskset).
+pin() { local cpus=$1 p; shift; [ "$PINNED" = 1 ] || return 0
+    for p in "$@"; do taskset -a -cp "$cpus" "$p" >/dev/null; done; }
 
 # oha (crates.io) sends at a fixed rate, which wrk cannot; built once (a
 # few minutes) into ~/.cargo/bin when missing. RATES= skips that part.
@@ -83,7 +97,7 @@ fi
 
 nginx_conf() { # name, server block
     cat >"$WORK/nginx-$1.conf" <<EOF
-worker_processes auto;
+worker_processes $PROXY_WORKERS;
 daemon on;
 pid $WORK/nginx-$1.pid;
 error_log $WORK/nginx-$1.err warn;
@@ -96,21 +110,27 @@ http {
     $2
 }
 EOF
-    "$NGINX" -c "$WORK/nginx-$1.conf"
+    ${PROXY_CPU:+taskset -c "$PROXY_CPU"} "$NGINX" -c "$WORK/nginx-$1.conf"
 }
 UPSTREAM_WORKERS=auto start_upstream "$UPSTREAM"
+master=$(cat "$WORK/nginx-upstream.pid")
+pin "${LOAD_CPUS:-}" "$master" $(pgrep -P "$master")
 PROXY_LOCATION="location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; }"
 nginx_conf proxy "server { listen 127.0.0.1:$NGINX_PLAIN; keepalive_requests 1000000; $PROXY_LOCATION }
     server { listen 127.0.0.1:$NGINX_TLS ssl; ssl_certificate $WORK/cert.pem; ssl_certificate_key $WORK/key.pem; keepalive_requests 1000000; $PROXY_LOCATION }"
+# Pinned, each gateway gets the one worker nginx gets.
+GATE_SERVER="  max_connections: $GATE_MAX_CONNECTIONS"
+[ "$PINNED" = 1 ] && GATE_SERVER="$GATE_SERVER
+  workers: 1"
 
 # One gateway process per transport, so each one's CPU is its own.
 # Proofs for the DPoP rows are minted before the runs: an hour's max_age.
 DPOP_ISSUER="    dpop: { max_age: 1h }"
-gateway_yaml "$WORK/gate-plain.yaml" "$GATE_PLAIN" "$ADMIN_PLAIN" "$UPSTREAM" "  max_connections: $GATE_MAX_CONNECTIONS" "$DPOP_ISSUER"
-gateway_yaml "$WORK/gate-tls.yaml" "$GATE_TLS" "$ADMIN_TLS" "$UPSTREAM" "  max_connections: $GATE_MAX_CONNECTIONS
+gateway_yaml "$WORK/gate-plain.yaml" "$GATE_PLAIN" "$ADMIN_PLAIN" "$UPSTREAM" "$GATE_SERVER" "$DPOP_ISSUER"
+gateway_yaml "$WORK/gate-tls.yaml" "$GATE_TLS" "$ADMIN_TLS" "$UPSTREAM" "$GATE_SERVER
   tls: { cert_file: cert.pem, key_file: key.pem }"
-gateway_yaml "$WORK/gate-bplain.yaml" "$GATE_BPLAIN" "$ADMIN_BPLAIN" "$UPSTREAM" "  max_connections: $GATE_MAX_CONNECTIONS" "$DPOP_ISSUER"
-gateway_yaml "$WORK/gate-btls.yaml" "$GATE_BTLS" "$ADMIN_BTLS" "$UPSTREAM" "  max_connections: $GATE_MAX_CONNECTIONS
+gateway_yaml "$WORK/gate-bplain.yaml" "$GATE_BPLAIN" "$ADMIN_BPLAIN" "$UPSTREAM" "$GATE_SERVER" "$DPOP_ISSUER"
+gateway_yaml "$WORK/gate-btls.yaml" "$GATE_BTLS" "$ADMIN_BTLS" "$UPSTREAM" "$GATE_SERVER
   tls: { cert_file: cert.pem, key_file: key.pem }"
 start_gateways() { # (re)starts the gateways: an empty verified-token cache
     local kinds="plain tls" bin
@@ -120,7 +140,7 @@ start_gateways() { # (re)starts the gateways: an empty verified-token cache
         [ -n "${!var:-}" ] && { kill "${!var}" 2>/dev/null || true; wait "${!var}" 2>/dev/null || true; }
         bin=target/release/authgate
         case $t in b*) bin=$BEFORE ;; esac
-        "$bin" run --config "$WORK/gate-$t.yaml" --log-level error >>"$WORK/gate-$t.log" 2>&1 &
+        ${PROXY_CPU:+taskset -c "$PROXY_CPU"} "$bin" run --config "$WORK/gate-$t.yaml" --log-level error >>"$WORK/gate-$t.log" 2>&1 &
         PIDS+=($!)
         eval "GATE_PID_$t=$!"
     done
@@ -161,7 +181,7 @@ run() { # scenario, target, url, admin port or -, pids...
     local before after out m0=0 m1=0
     [ "$admin" != - ] && m0=$(misses "$admin")
     before=$(ticks "$@")
-    out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" --latency \
+    out=$(${LOAD_CPUS:+taskset -c "$LOAD_CPUS"} wrk -t"$THREADS" -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" --latency \
         -s "$WORK/tokens.lua" "$url" -- "$WORK/$scenario.txt")
     after=$(ticks "$@")
     [ "$admin" != - ] && m1=$(misses "$admin")
