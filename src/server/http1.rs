@@ -39,7 +39,6 @@ use super::Limits;
 use super::activity::{Activity, Tracked};
 use super::service::service;
 use super::shutdown::stopped;
-use super::tls_stream::TlsStream;
 use crate::gateway::Gateway;
 use crate::proxy::headers::ClientInfo;
 use crate::proxy::upgrade::UpgradeSlot;
@@ -74,21 +73,6 @@ impl Parkable for Tracked {
     }
     fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.inner.poll_read_ready(cx)
-    }
-}
-
-impl Parkable for TlsStream {
-    fn can_park(&self) -> bool {
-        true
-    }
-    fn at_rest(&self) -> bool {
-        TlsStream::at_rest(self)
-    }
-    fn rest(&mut self) {
-        TlsStream::rest(self)
-    }
-    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.tcp().poll_read_ready(cx)
     }
 }
 
@@ -172,6 +156,7 @@ pub fn serve_http1<I: Parkable>(
             if let Some(upstream) = conn.upgrades.take() {
                 // Boxed: rare, and no room for it in every connection's
                 // future.
+                let idle = conn.limits.idle_timeout;
                 Box::pin(splice(io, upstream, &conn.activity, idle)).await;
                 return;
             }

@@ -6,7 +6,7 @@
 //! for 10,000 idle TLS connections. Here the records read from the socket,
 //! the encrypted bytes waiting for it and the decrypted bytes hyper has not
 //! read yet are `Vec`s of this type, sized to what they hold while the
-//! connection is busy and freed by [`TlsStream::rest`] when it is parked.
+//! connection is busy and freed by [`Parkable::rest`] when it is parked.
 //! What a parked connection keeps is rustls's session itself: the keys and
 //! sequence numbers that must survive.
 //!
@@ -28,6 +28,7 @@ use rustls::unbuffered::{
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::activity::Tracked;
+use super::http1::Parkable;
 
 /// Bytes asked of the socket at a time when no record says how many.
 const READ_SIZE: usize = 4096;
@@ -130,31 +131,6 @@ impl TlsStream {
     /// The session: ALPN's choice, the client's certificates.
     pub fn session(&self) -> &rustls::CommonState {
         &self.conn
-    }
-
-    /// The socket.
-    pub fn tcp(&self) -> &tokio::net::TcpStream {
-        &self.io.inner
-    }
-
-    /// Nothing is buffered above the socket: no unprocessed bytes from it,
-    /// no decrypted bytes the reader has not taken, nothing waiting to be
-    /// sent. The next bytes can then only come from the socket.
-    pub fn at_rest(&self) -> bool {
-        self.filled == 0 && self.taken == self.plaintext.len() && self.sent == self.end
-    }
-
-    /// Gives the buffers back (called when the connection is parked; they
-    /// grow again when it is next busy).
-    pub fn rest(&mut self) {
-        if self.at_rest() {
-            self.received = Vec::new();
-            self.queued = Vec::new();
-            self.plaintext = Vec::new();
-            self.taken = 0;
-            self.sent = 0;
-            self.end = 0;
-        }
     }
 
     /// One step of rustls over the bytes received so far.
@@ -267,10 +243,10 @@ impl TlsStream {
             [_, _, _, hi, lo, ..] => 5 + usize::from(u16::from_be_bytes([*hi, *lo])),
             _ => 0,
         };
-        let want = (self.filled + READ_SIZE).max(record).min(MAX_RECEIVED);
-        if self.filled >= want {
+        if self.filled >= MAX_RECEIVED {
             return Poll::Ready(Err(invalid("TLS message too large")));
         }
+        let want = (self.filled + READ_SIZE).max(record).min(MAX_RECEIVED);
         grow(&mut self.received, want);
         let mut buf = ReadBuf::new(&mut self.received[self.filled..]);
         ready!(Pin::new(&mut self.io).poll_read(cx, &mut buf))?;
@@ -388,6 +364,36 @@ impl AsyncWrite for TlsStream {
         }
         ready!(tls.poll_send(cx))?;
         Pin::new(&mut tls.io).poll_shutdown(cx)
+    }
+}
+
+impl Parkable for TlsStream {
+    fn can_park(&self) -> bool {
+        true
+    }
+
+    /// Nothing is buffered above the socket: no unprocessed bytes from it,
+    /// no decrypted bytes the reader has not taken, nothing waiting to be
+    /// sent. The next bytes can then only come from the socket.
+    fn at_rest(&self) -> bool {
+        self.filled == 0 && self.taken == self.plaintext.len() && self.sent == self.end
+    }
+
+    /// Gives the buffers back (they grow again when the connection is next
+    /// busy).
+    fn rest(&mut self) {
+        if self.at_rest() {
+            self.received = Vec::new();
+            self.queued = Vec::new();
+            self.plaintext = Vec::new();
+            self.taken = 0;
+            self.sent = 0;
+            self.end = 0;
+        }
+    }
+
+    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.io.inner.poll_read_ready(cx)
     }
 }
 

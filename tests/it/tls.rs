@@ -44,11 +44,26 @@ fn tls_gateway_yaml(upstream: &str, tls_extra: &str) -> String {
     )
 }
 
+/// A TLS gateway with `pki`'s certificate in front of [`echo_upstream`];
+/// `tls_extra` adds to its `server.tls` keys.
+async fn tls_gateway(pki: &TestPki, tls_extra: &str) -> TestGateway {
+    let up = echo_upstream().await;
+    TestGateway::start_in(
+        &tls_gateway_yaml(&format!("http://{up}"), tls_extra),
+        &pki.dir,
+    )
+    .await
+}
+
+/// A raw TCP connection to `gw`'s proxy port.
+async fn tcp_to(gw: &TestGateway) -> TcpStream {
+    TcpStream::connect(gw.running.proxy_addr).await.unwrap()
+}
+
 #[tokio::test]
 async fn bodies_many_records_long_cross_tls_intact_both_ways() {
     let pki = TestPki::new();
-    let up = echo_upstream().await;
-    let gw = TestGateway::start_in(&tls_gateway_yaml(&format!("http://{up}"), ""), &pki.dir).await;
+    let gw = tls_gateway(&pki, "").await;
     let url = format!("https://localhost:{}/echo", gw.running.proxy_addr.port());
     // 3 MiB that no two records' worth repeat alike (a prime period).
     let body: Vec<u8> = (0..3 * 1024 * 1024u32)
@@ -76,13 +91,8 @@ async fn bodies_many_records_long_cross_tls_intact_both_ways() {
 #[tokio::test]
 async fn a_client_without_the_required_certificate_gets_the_alert_that_says_so() {
     let pki = TestPki::new();
-    let up = echo_upstream().await;
-    let yaml = tls_gateway_yaml(
-        &format!("http://{up}"),
-        ", client_ca_file: ca.crt, client_auth: required",
-    );
-    let gw = TestGateway::start_in(&yaml, &pki.dir).await;
-    let tcp = TcpStream::connect(gw.running.proxy_addr).await.unwrap();
+    let gw = tls_gateway(&pki, ", client_ca_file: ca.crt, client_auth: required").await;
+    let tcp = tcp_to(&gw).await;
     let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
     // TLS 1.3: the client's side of the handshake completes before the
     // server has judged its (empty) certificate; the verdict is the alert.
@@ -105,9 +115,8 @@ async fn a_client_without_the_required_certificate_gets_the_alert_that_says_so()
 #[tokio::test]
 async fn a_handshake_message_larger_than_tls_allows_ends_the_connection() {
     let pki = TestPki::new();
-    let up = echo_upstream().await;
-    let gw = TestGateway::start_in(&tls_gateway_yaml(&format!("http://{up}"), ""), &pki.dir).await;
-    let mut tcp = TcpStream::connect(gw.running.proxy_addr).await.unwrap();
+    let gw = tls_gateway(&pki, "").await;
+    let mut tcp = tcp_to(&gw).await;
     // A full-size handshake record whose ClientHello claims 16 MiB: rustls
     // refuses any handshake message over 64 KiB as soon as it reads the
     // claim (without an alert), so the connection ends at once instead of
@@ -126,23 +135,38 @@ async fn a_handshake_message_larger_than_tls_allows_ends_the_connection() {
 }
 
 #[tokio::test]
+async fn a_handshake_message_in_one_byte_records_is_cut_off_at_the_receive_cap() {
+    // A ClientHello that claims 60 KiB (within the 64 KiB rustls accepts),
+    // sent one byte a record and never finished: rustls joins the fragments
+    // where they lie and discards nothing until the message is whole, so
+    // each byte takes six in the receive buffer. At its cap (about 82 KiB,
+    // `tls_stream.rs`) the connection ends; without it the gateway would
+    // buffer on until `header_read_timeout` (10 s).
+    let pki = TestPki::new();
+    let gw = tls_gateway(&pki, "").await;
+    let mut tcp = tcp_to(&gw).await;
+    let mut message = vec![1, 0x00, 0xf0, 0x00];
+    message.resize(40 * 1024, 0);
+    let records: Vec<u8> = message.iter().flat_map(|&b| [22, 3, 1, 0, 1, b]).collect();
+    // Fails once the gateway has closed, which is the point.
+    let _ = tcp.write_all(&records).await;
+    let mut answer = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(3), tcp.read_to_end(&mut answer)).await;
+    assert!(
+        closed.is_ok(),
+        "the connection was held open, buffering past the cap"
+    );
+    assert!(answer.is_empty(), "the handshake went on: {answer:?}");
+}
+
+#[tokio::test]
 async fn a_tls12_client_is_served_and_its_bodies_cross_intact() {
     let pki = TestPki::new();
-    let up = echo_upstream().await;
-    let gw = TestGateway::start_in(&tls_gateway_yaml(&format!("http://{up}"), ""), &pki.dir).await;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in authgate::tls::read_certs(&pki.dir.join("ca.crt"), "ca").unwrap() {
-        roots.add(cert).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(authgate::tls::provider())
-        .with_protocol_versions(&[&rustls::version::TLS12])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let tcp = TcpStream::connect(gw.running.proxy_addr).await.unwrap();
+    let gw = tls_gateway(&pki, "").await;
     let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
-        .connect(name, tcp)
+    let mut tls = pki
+        .connector_for(&[&rustls::version::TLS12])
+        .connect(name, tcp_to(&gw).await)
         .await
         .unwrap();
     assert_eq!(

@@ -81,12 +81,20 @@ impl TestPki {
 
     /// A raw TLS connector trusting only the test CA, offering `http/1.1`.
     pub fn connector(&self) -> tokio_rustls::TlsConnector {
+        self.connector_for(rustls::DEFAULT_VERSIONS)
+    }
+
+    /// [`Self::connector`] speaking only `versions` of TLS.
+    pub fn connector_for(
+        &self,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> tokio_rustls::TlsConnector {
         let mut roots = rustls::RootCertStore::empty();
         for cert in authgate::tls::read_certs(&self.dir.join("ca.crt"), "ca").unwrap() {
             roots.add(cert).unwrap();
         }
         let mut config = rustls::ClientConfig::builder_with_provider(authgate::tls::provider())
-            .with_safe_default_protocol_versions()
+            .with_protocol_versions(versions)
             .unwrap()
             .with_root_certificates(roots)
             .with_no_client_auth();
