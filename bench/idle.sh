@@ -54,8 +54,11 @@ import socket, ssl, struct, sys, time
 transport, port, n, token, pid = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
 tls, h2 = transport.endswith("tls"), transport.startswith("h2")
 
-def rss():
-    return int([l for l in open(f"/proc/{pid}/status") if l.startswith("VmRSS")][0].split()[1])
+def rss(field="VmRSS"):
+    return int([l for l in open(f"/proc/{pid}/status") if l.startswith(field)][0].split()[1])
+
+def split():  # anonymous (heap, stacks) against file-backed (the binary's pages)
+    return f"anonymous {rss('RssAnon') / 1024:.1f}, file {rss('RssFile') / 1024:.1f}"
 
 def hpack_int(value, bits, flags):
     top = (1 << bits) - 1
@@ -113,7 +116,7 @@ warm = [one()[0] for _ in range(10)]  # caches, pools and allocator warmed
 for s in warm:
     s.close()
 time.sleep(0.5)
-before = rss()
+before, before_split = rss(), split()
 socks, ok = [], 0
 for _ in range(n):  # one at a time: each served, then left idle
     s, good = one()
@@ -126,6 +129,7 @@ print(f"{transport}: {ok}/{n} connections served one request each and held open"
 print(f"{transport}: RSS {before / 1024:.1f} MiB before, {served / 1024:.1f} MiB right after "
       f"({(served - before) / n:.1f} KiB per connection), {after / 1024:.1f} MiB at rest "
       f"({(after - before) / n:.1f} KiB per connection)", flush=True)
+print(f"{transport}: MiB before: {before_split}; at rest: {split()}", flush=True)
 if sys.argv[6]:  # HEAP=1: the profile is written while the connections are open
     open(sys.argv[6], "w").close()
     def running():

@@ -20,6 +20,7 @@ pub mod demo;
 pub(crate) mod descriptors;
 pub(crate) mod dpop_tool;
 pub mod gateway;
+pub mod huge_pages;
 pub mod jwks;
 pub mod proxy;
 pub(crate) mod response;

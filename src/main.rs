@@ -9,5 +9,7 @@ use clap::Parser;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
+    // Before anything sizeable is allocated: pages already huge stay so.
+    authgate::huge_pages::disable();
     authgate::cli::run(authgate::cli::Cli::parse())
 }

@@ -23,7 +23,8 @@ use crate::proxy::headers::{ClientCert, ClientInfo};
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Serves one client connection on its own task. `done` is dropped when
-/// it ends, however it ends. A plain and a TLS connection get tasks of
+/// it ends, however it ends: it goes with the connection into its HTTP/1.1
+/// task, or is dropped with the future that holds it. A plain and a TLS connection get tasks of
 /// their own kinds, so neither's future holds room for the other's: a
 /// task's future is as large as its largest state, for as long as the
 /// connection lives, parked or not.
@@ -47,7 +48,9 @@ pub(super) fn spawn(
 
 /// A plain-text connection: HTTP/1.1, or HTTP/2 by prior knowledge (its
 /// future, large, boxed). Not an `async fn`, for the reason
-/// `http1::serve_http1` is not: its future is the connection's task.
+/// `http1::serve_http1` is not. An HTTP/1.1 connection goes on in a task of
+/// its own, so this future (the sniff's state, the arguments it was
+/// spawned with) is not held for the connection's life.
 #[allow(clippy::manual_async_fn)]
 fn serve_plain(
     gateway: Arc<Gateway>,
@@ -58,7 +61,6 @@ fn serve_plain(
     done: impl Send + 'static,
 ) -> impl Future<Output = ()> + Send {
     async move {
-        let _done = done;
         // Nothing is allocated for the connection until its first bytes
         // arrive, and those must come within `header_read_timeout`.
         // Boxed: the sniff's state (its timer among it) is needed once, and the
@@ -86,7 +88,9 @@ fn serve_plain(
                     ))
                     .await;
                 } else {
-                    http1::serve_http1(gateway, io, client, limits, activity, stop).await;
+                    tokio::spawn(http1::serve_http1(
+                        gateway, io, client, limits, activity, stop, done,
+                    ));
                 }
             }
             Ok(Ok(None)) | Ok(Err(_)) => {}
@@ -96,7 +100,8 @@ fn serve_plain(
 }
 
 /// A TLS connection: the handshake, then HTTP/1.1 or HTTP/2 by ALPN. Not
-/// an `async fn`, as `serve_plain` is not.
+/// an `async fn`, as `serve_plain` is not; HTTP/1.1 goes on in a task of
+/// its own, as there.
 #[allow(clippy::manual_async_fn)]
 fn serve_tls(
     gateway: Arc<Gateway>,
@@ -108,7 +113,6 @@ fn serve_tls(
     done: impl Send + 'static,
 ) -> impl Future<Output = ()> + Send {
     async move {
-        let _done = done;
         let activity = Activity::new();
         let io = Tracked {
             inner: tcp,
@@ -136,7 +140,9 @@ fn serve_tls(
                 inner: stream,
                 prefix: Bytes::new(),
             };
-            http1::serve_http1(gateway, io, client, limits, activity, stop).await;
+            tokio::spawn(http1::serve_http1(
+                gateway, io, client, limits, activity, stop, done,
+            ));
         }
     }
 }

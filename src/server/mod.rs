@@ -84,6 +84,9 @@ impl Running {
             Ok(soft) => tracing::debug!(nofile = soft, "file descriptor limit"),
             Err(e) => tracing::warn!(error = %e, "cannot raise the file descriptor limit"),
         }
+        // The binary does this first thing; this is for gateways started
+        // in-process (tests, benches).
+        crate::huge_pages::disable();
         let metrics = Arc::new(Metrics::new());
         let proxy_listen = config.proxy.then_some(config.server.listen);
         let admin_listen = config.admin.listen;

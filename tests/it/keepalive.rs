@@ -140,6 +140,51 @@ async fn a_parked_connection_is_still_closed_at_idle_timeout() {
     );
 }
 
+/// Stops `gw` while `client` (served one request, then quiet for longer
+/// than the park delay) is parked: the connection must end at once, and the
+/// stop with it, not at `drain_timeout` (30 s here) or `idle_timeout`.
+async fn a_stop_closes_it(gw: TestGateway, client: &mut (impl AsyncRead + Unpin)) {
+    tokio::time::sleep(PAUSE).await;
+    let started = std::time::Instant::now();
+    let stop = tokio::spawn(gw.running.shutdown());
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), client.read(&mut buf))
+        .await
+        .expect("the parked connection ends within 5 s of the stop")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    tokio::time::timeout(Duration::from_secs(5), stop)
+        .await
+        .expect("the stop does not wait for the parked connection")
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+const LONG_TIMEOUTS: &str = "  idle_timeout: 60s\n  drain_timeout: 30s\n";
+
+#[tokio::test]
+async fn a_parked_connection_ends_at_once_when_the_gateway_stops() {
+    let up = Upstream::spawn().await;
+    let server = format!("server:\n  listen: \"127.0.0.1:0\"\n{LONG_TIMEOUTS}");
+    let gw = open_gateway(&up.url(), &server).await;
+    let mut tcp = TcpStream::connect(gw.running.proxy_addr).await.unwrap();
+    assert!(get(&mut tcp, "/a").await.starts_with("HTTP/1.1 200"));
+    a_stop_closes_it(gw, &mut tcp).await;
+}
+
+#[tokio::test]
+async fn a_parked_tls_connection_ends_at_once_when_the_gateway_stops() {
+    let pki = TestPki::new();
+    let up = Upstream::spawn().await;
+    let server = format!(
+        "server:\n  listen: \"127.0.0.1:0\"\n  tls: {{ cert_file: server.crt, key_file: server.key }}\n{LONG_TIMEOUTS}"
+    );
+    let gw = TestGateway::start_in(&open_yaml(&up.url(), &server), &pki.dir).await;
+    let mut tls = tls_connect(&pki, gw.running.proxy_addr).await;
+    assert!(get(&mut tls, "/a").await.starts_with("HTTP/1.1 200"));
+    a_stop_closes_it(gw, &mut tls).await;
+}
+
 #[tokio::test]
 async fn a_websocket_upgrade_on_a_parked_connection_is_spliced() {
     let up = Upstream::spawn().await;

@@ -87,6 +87,46 @@ fn write_config(
     file
 }
 
+/// Transparent huge pages would grow the gateway's memory 2 MiB at a time
+/// (`src/huge_pages.rs`): they are off for the whole process, whatever the
+/// kernel's setting, and none was taken before they were turned off.
+#[tokio::test]
+async fn the_gateway_runs_without_transparent_huge_pages() {
+    let up = Upstream::spawn().await;
+    let (port, admin) = (free_port(), free_port());
+    let file = write_config(&temp_dir("thp"), port, admin, &up.url(), "/");
+    let child = run(&file, admin).await;
+    assert_eq!(
+        reqwest::get(format!("http://127.0.0.1:{port}/a"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let proc_file =
+        |name: &str| std::fs::read_to_string(format!("/proc/{}/{name}", child.id())).unwrap();
+    let field = |text: &str, name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.split_whitespace().next().unwrap_or("").to_string())
+    };
+    // The process's own flag (PR_SET_THP_DISABLE): 1 unless turned off.
+    assert_eq!(
+        field(&proc_file("status"), "THP_enabled:").as_deref(),
+        Some("0")
+    );
+    // With the kernel set to `always`, pages faulted before main() may be
+    // huge whatever the binary does; otherwise none may be.
+    let system =
+        std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default();
+    if !system.contains("[always]") {
+        assert_eq!(
+            field(&proc_file("smaps_rollup"), "AnonHugePages:").as_deref(),
+            Some("0")
+        );
+    }
+}
+
 #[tokio::test]
 async fn sigterm_drains_in_flight_requests_and_exits_0() {
     let up = Upstream::spawn().await;
