@@ -24,10 +24,10 @@ const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Serves one client connection on its own task. `done` is dropped when
 /// it ends, however it ends: it goes with the connection into its HTTP/1.1
-/// task, or is dropped with the future that holds it. A plain and a TLS connection get tasks of
-/// their own kinds, so neither's future holds room for the other's: a
-/// task's future is as large as its largest state, for as long as the
-/// connection lives, parked or not.
+/// task, or is dropped with the future that holds it. A plain and a TLS
+/// connection get tasks of their own kinds, so neither's future holds room
+/// for the other's: a task's future is as large as its largest state, for
+/// as long as the connection lives, parked or not.
 pub(super) fn spawn(
     gateway: Arc<Gateway>,
     tcp: TcpStream,
