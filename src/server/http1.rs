@@ -122,7 +122,6 @@ pub fn serve_http1<I: Parkable>(
     mut stop: watch::Receiver<bool>,
     done: impl Send + 'static,
 ) -> impl Future<Output = ()> + Send {
-    let idle = limits.idle_timeout;
     let conn = Http1 {
         park: io.inner.can_park(),
         gateway,
@@ -130,24 +129,29 @@ pub fn serve_http1<I: Parkable>(
         activity,
         upgrades: UpgradeSlot::default(),
         limits,
-        // One timer per connection: the idle-timeout check every `tick`,
-        // brought forward to park a connection whose server went waiting.
-        tick: if idle.is_zero() {
-            Duration::from_secs(3600)
-        } else {
-            idle / 4
-        },
     };
     async move {
         // Held where it was captured, not moved into a second slot; dropped
         // when the future is.
         let _done = &done;
-        let timer = tokio::time::sleep(conn.tick);
+        // One timer per connection: the idle-timeout check every tick,
+        // brought forward to park a connection whose server went waiting.
+        let timer = tokio::time::sleep(conn.tick());
         tokio::pin!(timer);
         loop {
             if conn.park && io.prefix.is_empty() && io.inner.at_rest() {
                 io.inner.rest();
-                if !conn.wait_parked(&io.inner, &mut stop, timer.as_mut()).await {
+                if *stop.borrow_and_update() {
+                    return;
+                }
+                // The flag only ever turns true, so any change (or the
+                // sender gone) is the stop.
+                let stopping = stop.changed();
+                tokio::pin!(stopping);
+                let parked = std::future::poll_fn(|cx| {
+                    conn.poll_parked(&io.inner, stopping.as_mut(), timer.as_mut(), cx)
+                });
+                if !parked.await {
                     return;
                 }
             }
@@ -184,11 +188,15 @@ struct Http1 {
     limits: Limits,
     /// Whether the transport can be parked.
     park: bool,
-    /// The connection timer's period.
-    tick: Duration,
 }
 
 impl Http1 {
+    /// The connection timer's period (not a field: every byte of this
+    /// struct is in every parked connection's task).
+    fn tick(&self) -> Duration {
+        tick(self.limits.idle_timeout)
+    }
+
     /// One run of hyper over the connection, from its next request until
     /// it is parked or ends: the socket back, with whatever hyper read
     /// ahead of a request, unless it is to be dropped.
@@ -279,46 +287,38 @@ impl Http1 {
                         parking = true;
                         Pin::new(&mut *conn).graceful_shutdown();
                     }
-                    timer.as_mut().reset(Instant::now() + self.tick);
+                    timer.as_mut().reset(Instant::now() + self.tick());
                 }
             }
         }
     }
 
-    /// Parked: holds only the socket until the client speaks again. False
-    /// when the connection should end instead (closed, idle, or the gateway
-    /// stops). One poll of the three rather than `select!`, whose state
-    /// (with `stopped`'s) was 264 bytes of every parked connection's task.
-    async fn wait_parked<I: Parkable>(
+    /// Parked: holds only the socket until the client speaks again. Ready
+    /// with false when the connection should end instead (closed, idle, or
+    /// the gateway stops). A poll written out rather than `select!` in an
+    /// async fn, whose state (with `stopped`'s) was 264 bytes of every
+    /// parked connection's task.
+    fn poll_parked<I: Parkable>(
         &self,
         io: &I,
-        stop: &mut watch::Receiver<bool>,
+        stopping: Pin<&mut impl Future>,
         mut timer: Pin<&mut tokio::time::Sleep>,
-    ) -> bool {
-        if *stop.borrow_and_update() {
-            return false;
+        cx: &mut Context<'_>,
+    ) -> Poll<bool> {
+        if let Poll::Ready(r) = io.poll_readable(cx) {
+            return Poll::Ready(r.is_ok());
         }
-        // The flag only ever turns true, so any change (or the sender
-        // gone) is the stop.
-        let stopping = stop.changed();
-        tokio::pin!(stopping);
-        std::future::poll_fn(|cx| {
-            if let Poll::Ready(r) = io.poll_readable(cx) {
-                return Poll::Ready(r.is_ok());
-            }
-            if stopping.as_mut().poll(cx).is_ready() {
+        if stopping.poll(cx).is_ready() {
+            return Poll::Ready(false);
+        }
+        while timer.as_mut().poll(cx).is_ready() {
+            if self.activity.idled_out(self.limits.idle_timeout) {
+                tracing::debug!("closing idle connection");
                 return Poll::Ready(false);
             }
-            while timer.as_mut().poll(cx).is_ready() {
-                if self.activity.idled_out(self.limits.idle_timeout) {
-                    tracing::debug!("closing idle connection");
-                    return Poll::Ready(false);
-                }
-                timer.as_mut().reset(Instant::now() + self.tick);
-            }
-            Poll::Pending
-        })
-        .await
+            timer.as_mut().reset(Instant::now() + self.tick());
+        }
+        Poll::Pending
     }
 }
 
@@ -331,6 +331,15 @@ fn builder(limits: Limits) -> http1::Builder {
         .max_buf_size(limits.max_header_bytes.max(8192))
         .keep_alive(true);
     builder
+}
+
+/// How often a connection idle for up to `idle` is checked.
+fn tick(idle: Duration) -> Duration {
+    if idle.is_zero() {
+        Duration::from_secs(3600)
+    } else {
+        idle / 4
+    }
 }
 
 /// Joins the client's socket with the upstream's once both have switched,
@@ -349,11 +358,7 @@ async fn splice<I: Parkable>(
     let mut upstream = TokioIo::new(upstream);
     let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
     tokio::pin!(copy);
-    let tick = if idle.is_zero() {
-        Duration::from_secs(3600)
-    } else {
-        idle / 4
-    };
+    let tick = tick(idle);
     loop {
         tokio::select! {
             ended = copy.as_mut() => {
