@@ -38,7 +38,7 @@ use tokio::time::Instant;
 use super::Limits;
 use super::activity::{Activity, Tracked};
 use super::service::service;
-use super::shutdown::stopped;
+use super::shutdown::{stop_pending, stopped};
 use crate::gateway::Gateway;
 use crate::proxy::headers::ClientInfo;
 use crate::proxy::upgrade::UpgradeSlot;
@@ -141,12 +141,9 @@ pub fn serve_http1<I: Parkable>(
         loop {
             if conn.park && io.prefix.is_empty() && io.inner.at_rest() {
                 io.inner.rest();
-                if *stop.borrow_and_update() {
+                let Some(stopping) = stop_pending(&mut stop) else {
                     return;
-                }
-                // The flag only ever turns true, so any change (or the
-                // sender gone) is the stop.
-                let stopping = stop.changed();
+                };
                 tokio::pin!(stopping);
                 let parked = std::future::poll_fn(|cx| {
                     conn.poll_parked(&io.inner, stopping.as_mut(), timer.as_mut(), cx)

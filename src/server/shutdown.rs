@@ -40,5 +40,54 @@ impl Signals {
 
 /// Resolves once the stop flag is set (or its sender is gone).
 pub(super) async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await.map(|_| ());
+    // Awaited as a temporary: bound to a name first, the future would be
+    // held twice (as the local and as the awaited value).
+    let _ = futures_util::future::OptionFuture::from(stop_pending(stop)).await;
+}
+
+/// The stop still to come, or `None` when it has come. The flag only ever
+/// turns true (`Running::shutdown`), so any change (or the sender gone) is
+/// the stop: `changed()`, whose future is smaller than `wait_for`'s, and a
+/// parked connection's task holds it (`http1.rs`).
+pub(super) fn stop_pending(
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) -> Option<impl Future<Output = Result<(), tokio::sync::watch::error::RecvError>> + Send + '_> {
+    let stopped = *stop.borrow_and_update();
+    (!stopped).then(|| stop.changed())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::sync::watch;
+    use tokio::time::timeout;
+
+    use super::stopped;
+
+    #[tokio::test]
+    async fn stopped_resolves_once_the_flag_is_set_even_if_already_seen() {
+        let (tx, mut rx) = watch::channel(false);
+        assert!(
+            timeout(Duration::from_millis(50), stopped(&mut rx))
+                .await
+                .is_err(),
+            "not stopped yet"
+        );
+        tx.send(true).unwrap();
+        timeout(Duration::from_secs(1), stopped(&mut rx))
+            .await
+            .expect("the stop");
+        // Seen once already: a second wait (a connection that parks after
+        // the stop) must not wait for a change that will never come.
+        timeout(Duration::from_secs(1), stopped(&mut rx))
+            .await
+            .expect("a stop already seen is still the stop");
+        let (gone, mut orphan) = watch::channel(false);
+        drop(gone);
+        timeout(Duration::from_secs(1), stopped(&mut orphan))
+            .await
+            .expect("a sender gone is the stop");
+        drop(tx);
+    }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::support::binary::{free_port, run};
+use crate::support::binary::{free_port, proc_field, run};
 use crate::support::tls::TestPki;
 use crate::support::{TestGateway, Upstream, raw};
 
@@ -116,6 +116,16 @@ async fn a_request_head_split_across_a_pause_is_not_lost() {
     assert_eq!(seen[1].headers["x-part"], "two");
 }
 
+/// Waits for the gateway to close `client` (EOF, or a reset), at most 5 s.
+async fn closed_within_5s(client: &mut (impl AsyncRead + Unpin)) {
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), client.read(&mut buf))
+        .await
+        .expect("closed within 5 s")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+}
+
 #[tokio::test]
 async fn a_parked_connection_is_still_closed_at_idle_timeout() {
     let up = Upstream::spawn().await;
@@ -127,12 +137,7 @@ async fn a_parked_connection_is_still_closed_at_idle_timeout() {
     let mut tcp = TcpStream::connect(gw.running.proxy_addr).await.unwrap();
     assert!(get(&mut tcp, "/a").await.starts_with("HTTP/1.1 200"));
     let started = std::time::Instant::now();
-    let mut buf = [0u8; 16];
-    let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
-        .await
-        .expect("closed within 5 s")
-        .unwrap_or(0);
-    assert_eq!(n, 0);
+    closed_within_5s(&mut tcp).await;
     let waited = started.elapsed();
     assert!(
         waited >= Duration::from_millis(700),
@@ -147,12 +152,7 @@ async fn a_stop_closes_it(gw: TestGateway, client: &mut (impl AsyncRead + Unpin)
     tokio::time::sleep(PAUSE).await;
     let started = std::time::Instant::now();
     let stop = tokio::spawn(gw.running.shutdown());
-    let mut buf = [0u8; 16];
-    let n = tokio::time::timeout(Duration::from_secs(5), client.read(&mut buf))
-        .await
-        .expect("the parked connection ends within 5 s of the stop")
-        .unwrap_or(0);
-    assert_eq!(n, 0);
+    closed_within_5s(client).await;
     tokio::time::timeout(Duration::from_secs(5), stop)
         .await
         .expect("the stop does not wait for the parked connection")
@@ -303,12 +303,7 @@ async fn a_slow_streamed_answer_is_not_mistaken_for_a_quiet_connection() {
 }
 
 fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
-        .unwrap()
+    proc_field(pid, "status", "VmRSS").unwrap().parse().unwrap()
 }
 
 fn cpu_ticks(pid: u32) -> u64 {

@@ -4,7 +4,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
-use crate::support::binary::{BIN, free_port, run, signal, wait_exit};
+use crate::support::binary::{BIN, free_port, proc_field, run, signal, wait_exit};
 use crate::support::{Upstream, eventually, temp_dir};
 
 #[test]
@@ -103,16 +103,9 @@ async fn the_gateway_runs_without_transparent_huge_pages() {
             .status(),
         200
     );
-    let proc_file =
-        |name: &str| std::fs::read_to_string(format!("/proc/{}/{name}", child.id())).unwrap();
-    let field = |text: &str, name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .map(|v| v.split_whitespace().next().unwrap_or("").to_string())
-    };
     // The process's own flag (PR_SET_THP_DISABLE): 1 unless turned off.
     assert_eq!(
-        field(&proc_file("status"), "THP_enabled:").as_deref(),
+        proc_field(child.id(), "status", "THP_enabled").as_deref(),
         Some("0")
     );
     // With the kernel set to `always`, pages faulted before main() may be
@@ -121,7 +114,7 @@ async fn the_gateway_runs_without_transparent_huge_pages() {
         std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default();
     if !system.contains("[always]") {
         assert_eq!(
-            field(&proc_file("smaps_rollup"), "AnonHugePages:").as_deref(),
+            proc_field(child.id(), "smaps_rollup", "AnonHugePages").as_deref(),
             Some("0")
         );
     }

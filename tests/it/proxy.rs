@@ -354,11 +354,9 @@ async fn idle_connections_are_closed() {
 }
 
 fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+    crate::support::binary::proc_field("self", "status", "VmRSS")
+        .unwrap()
+        .parse()
         .unwrap()
 }
 

@@ -29,6 +29,16 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// The first word of the `name:` line (`VmRSS`, `THP_enabled`, …) of
+/// `/proc/{pid}/{file}`; `pid` a process id or `self`.
+pub fn proc_field(pid: impl std::fmt::Display, file: &str, name: &str) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).ok()?;
+    let value = text
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))?;
+    value.split_whitespace().next().map(str::to_string)
+}
+
 /// Sends `sig` (`TERM`, `HUP`, `INT`) to `child`.
 pub fn signal(child: &Child, sig: &str) {
     let status = Command::new("kill")
